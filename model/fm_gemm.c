@@ -1,0 +1,141 @@
+/* fm_gemm.c - blocked SGEMM in the GotoBLAS style: pack a KC x NC panel of B
+ * into NR-wide strips, an MC x KC block of A into MR-tall strips, and run an
+ * MR x NR register-blocked micro-kernel over them.  Portable C: the compiler
+ * vectorises the micro-kernel; on x86-64 a second copy is compiled for AVX2 +
+ * FMA and chosen at load time (target_clones), so the binary still runs on
+ * any x86-64.  Not here: multithreading (the trainer splits batches across
+ * threads instead), alpha/beta other than 1/0-or-1. */
+#include "fm_gemm.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FM_NO_CLONES) && \
+    (defined(__clang__) ? (__clang_major__ >= 14) : (__GNUC__ >= 11))
+#define FM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define FM_HAVE_CLONES 1
+#else
+#define FM_CLONES
+#define FM_HAVE_CLONES 0
+#endif
+
+enum { MR = FM_GEMM_MR, NR = FM_GEMM_NR, MC = FM_GEMM_MC, KC = FM_GEMM_KC, NC = FM_GEMM_NC };
+
+/* Element (i, k) of op(A), element (k, j) of op(B). */
+static inline float at_a(const float *A, size_t lda, int t, size_t i, size_t k) {
+    return t ? A[k * lda + i] : A[i * lda + k];
+}
+
+/* Packs rows [i0, i0+mc) x cols [k0, k0+kc) of op(A) as strips of MR rows:
+ * ap[strip][k][r], zero-padded past mc. */
+static void pack_a(int t, const float *A, size_t lda, size_t i0, size_t mc, size_t k0, size_t kc,
+                   float *ap) {
+    for (size_t s = 0; s < mc; s += MR) {
+        size_t mr = mc - s < MR ? mc - s : MR;
+        for (size_t k = 0; k < kc; k++) {
+            for (size_t r = 0; r < mr; r++) ap[r] = at_a(A, lda, t, i0 + s + r, k0 + k);
+            for (size_t r = mr; r < MR; r++) ap[r] = 0.0f;
+            ap += MR;
+        }
+    }
+}
+
+/* Packs rows [k0, k0+kc) x cols [j0, j0+nc) of op(B) as strips of NR
+ * columns: bp[strip][k][c], zero-padded past nc. */
+static void pack_b(int t, const float *B, size_t ldb, size_t k0, size_t kc, size_t j0, size_t nc,
+                   float *bp) {
+    for (size_t s = 0; s < nc; s += NR) {
+        size_t nr = nc - s < NR ? nc - s : NR;
+        for (size_t k = 0; k < kc; k++) {
+            if (!t) {
+                memcpy(bp, B + (k0 + k) * ldb + j0 + s, nr * sizeof(float));
+            } else {
+                for (size_t c = 0; c < nr; c++) bp[c] = B[(j0 + s + c) * ldb + k0 + k];
+            }
+            for (size_t c = nr; c < NR; c++) bp[c] = 0.0f;
+            bp += NR;
+        }
+    }
+}
+
+/* c[0..mr, 0..nr) (+)= sum_k a[k][r] * b[k][c]; the MR x NR accumulator
+ * block lives in 12 eight-wide vector registers (GCC/clang vector
+ * extensions: AVX2 in the x86-64-v3 clone, pairs of SSE registers otherwise). */
+typedef float v8f __attribute__((vector_size(32)));
+
+/* a macro, not a function: returning a vector by value changes the ABI warning-worthily */
+#define LOAD8(v, p) memcpy(&(v), (p), sizeof(v8f))
+
+FM_CLONES
+static void kernel(size_t kc, const float *restrict a, const float *restrict b, float *restrict c,
+                   size_t ldc, size_t mr, size_t nr, int overwrite) {
+    v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+    v8f c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    for (size_t k = 0; k < kc; k++) {
+        v8f b0, b1;
+        LOAD8(b0, b);
+        LOAD8(b1, b + 8);
+        c00 += a[0] * b0; c01 += a[0] * b1;
+        c10 += a[1] * b0; c11 += a[1] * b1;
+        c20 += a[2] * b0; c21 += a[2] * b1;
+        c30 += a[3] * b0; c31 += a[3] * b1;
+        c40 += a[4] * b0; c41 += a[4] * b1;
+        c50 += a[5] * b0; c51 += a[5] * b1;
+        a += MR;
+        b += NR;
+    }
+    float acc[MR][NR];
+    memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
+    memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);
+    memcpy(acc[2], &c20, 32); memcpy(acc[2] + 8, &c21, 32);
+    memcpy(acc[3], &c30, 32); memcpy(acc[3] + 8, &c31, 32);
+    memcpy(acc[4], &c40, 32); memcpy(acc[4] + 8, &c41, 32);
+    memcpy(acc[5], &c50, 32); memcpy(acc[5] + 8, &c51, 32);
+    for (size_t r = 0; r < mr; r++) {
+        float *cr = c + r * ldc;
+        if (overwrite)
+            for (size_t j = 0; j < nr; j++) cr[j] = acc[r][j];
+        else
+            for (size_t j = 0; j < nr; j++) cr[j] += acc[r][j];
+    }
+}
+
+void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
+              const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *scratch) {
+    if (M == 0 || N == 0) return;
+    if (K == 0) {
+        if (!accumulate)
+            for (size_t i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(float));
+        return;
+    }
+    float *ap = scratch;                       /* [MC/MR][KC][MR] */
+    float *bp = scratch + (size_t)MC * KC;     /* [NC/NR][KC][NR] */
+    for (size_t jc = 0; jc < N; jc += NC) {
+        size_t nc = N - jc < NC ? N - jc : NC;
+        for (size_t pc = 0; pc < K; pc += KC) {
+            size_t kc = K - pc < KC ? K - pc : KC;
+            int overwrite = pc == 0 && !accumulate;
+            pack_b(trans_b, B, ldb, pc, kc, jc, nc, bp);
+            for (size_t ic = 0; ic < M; ic += MC) {
+                size_t mc = M - ic < MC ? M - ic : MC;
+                pack_a(trans_a, A, lda, ic, mc, pc, kc, ap);
+                for (size_t jr = 0; jr < nc; jr += NR) {
+                    size_t nr = nc - jr < NR ? nc - jr : NR;
+                    for (size_t ir = 0; ir < mc; ir += MR) {
+                        size_t mr = mc - ir < MR ? mc - ir : MR;
+                        kernel(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+                               mr, nr, overwrite);
+                    }
+                }
+            }
+        }
+    }
+}
+
+const char *fm_gemm_kernel_name(void) {
+#if FM_HAVE_CLONES
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? "avx2+fma" : "generic";
+#else
+    return "generic";
+#endif
+}

@@ -1,0 +1,29 @@
+/* fm_gemm.h - the one matrix multiply every layer is built on.
+ *
+ *   C[M,N] = (accumulate ? C : 0) + op(A)[M,K] * op(B)[K,N]
+ *
+ * op(X) is X or its transpose (trans_* != 0).  Row-major storage with
+ * leading dimensions lda, ldb, ldc (the length of a stored row).  A and B are
+ * packed into caller-provided scratch of FM_GEMM_SCRATCH floats (no
+ * allocation inside, so it is safe on the serving hot path and between
+ * threads, each with its own scratch).  The summation order depends only on
+ * the sizes, never on threads: results are bit-reproducible. */
+#ifndef FM_GEMM_H
+#define FM_GEMM_H
+
+#include <stddef.h>
+
+#define FM_GEMM_MR 6
+#define FM_GEMM_NR 16
+#define FM_GEMM_MC 72
+#define FM_GEMM_KC 256
+#define FM_GEMM_NC 512
+#define FM_GEMM_SCRATCH ((size_t)FM_GEMM_MC * FM_GEMM_KC + (size_t)FM_GEMM_KC * FM_GEMM_NC)
+
+void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
+              const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *scratch);
+
+/* Which micro-kernel the CPU dispatch picked ("avx2+fma" or "generic"), for logs. */
+const char *fm_gemm_kernel_name(void);
+
+#endif

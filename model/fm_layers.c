@@ -1,0 +1,227 @@
+/* fm_layers.c - the kernels behind fm_layers.h.  Dense and convolution
+ * layers reduce to fm_sgemm; the rest are simple loops.  No allocation:
+ * scratch is always the caller's. */
+#include "fm_layers.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "fm_gemm.h"
+
+void fm_linear_forward(float *y, const float *x, const float *w, const float *b, size_t N, size_t I,
+                       size_t O, float *gemm) {
+    fm_sgemm(0, 1, N, O, I, x, I, w, I, 0, y, O, gemm);
+    for (size_t n = 0; n < N; n++) {
+        float *yn = y + n * O;
+        for (size_t o = 0; o < O; o++) yn[o] += b[o];
+    }
+}
+
+void fm_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, size_t N, size_t I, size_t O, float *gemm) {
+    /* y = x w^T + b  =>  dx = dy w,  dw = dy^T x,  db = sum_n dy */
+    if (dx) fm_sgemm(0, 0, N, I, O, dy, O, w, I, 0, dx, I, gemm);
+    fm_sgemm(1, 0, O, I, N, dy, O, x, I, 1, dw, I, gemm);
+    for (size_t n = 0; n < N; n++) {
+        const float *dyn = dy + n * O;
+        for (size_t o = 0; o < O; o++) db[o] += dyn[o];
+    }
+}
+
+/* Scratch layout for a chunk of nb images, Q = OH*OW output positions each:
+ *   col  [nb*Q, C*K*K]  im2col rows, one per output position
+ *   tmp  [nb*Q, O]      output (or its gradient) in position-major order
+ *   dcol [nb*Q, C*K*K]  backward only */
+size_t fm_conv2d_scratch(size_t C, size_t O, size_t K, size_t OH, size_t OW, size_t chunk) {
+    size_t q = chunk * OH * OW;
+    return q * (2 * C * K * K + O);
+}
+
+/* col[(n,oh,ow), (c,kh,kw)] = x[n, c, oh+kh-P, ow+kw-P] or 0 outside */
+static void im2col(float *col, const float *x, size_t nb, size_t C, size_t H, size_t W, size_t K,
+                   size_t P, size_t OH, size_t OW) {
+    size_t ckk = C * K * K;
+    for (size_t n = 0; n < nb; n++)
+        for (size_t oh = 0; oh < OH; oh++)
+            for (size_t ow = 0; ow < OW; ow++) {
+                float *row = col + ((n * OH + oh) * OW + ow) * ckk;
+                for (size_t c = 0; c < C; c++) {
+                    const float *xc = x + (n * C + c) * H * W;
+                    for (size_t kh = 0; kh < K; kh++) {
+                        size_t ih = oh + kh; /* + P offset: ih - P is the real row */
+                        for (size_t kw = 0; kw < K; kw++) {
+                            size_t iw = ow + kw;
+                            *row++ = (ih >= P && ih - P < H && iw >= P && iw - P < W)
+                                         ? xc[(ih - P) * W + (iw - P)]
+                                         : 0.0f;
+                        }
+                    }
+                }
+            }
+}
+
+/* dx[n, c, ih, iw] = sum of dcol entries im2col copied from it */
+static void col2im(float *dx, const float *dcol, size_t nb, size_t C, size_t H, size_t W, size_t K,
+                   size_t P, size_t OH, size_t OW) {
+    size_t ckk = C * K * K;
+    memset(dx, 0, nb * C * H * W * sizeof(float));
+    for (size_t n = 0; n < nb; n++)
+        for (size_t oh = 0; oh < OH; oh++)
+            for (size_t ow = 0; ow < OW; ow++) {
+                const float *row = dcol + ((n * OH + oh) * OW + ow) * ckk;
+                for (size_t c = 0; c < C; c++) {
+                    float *dxc = dx + (n * C + c) * H * W;
+                    for (size_t kh = 0; kh < K; kh++) {
+                        size_t ih = oh + kh;
+                        for (size_t kw = 0; kw < K; kw++, row++) {
+                            size_t iw = ow + kw;
+                            if (ih >= P && ih - P < H && iw >= P && iw - P < W)
+                                dxc[(ih - P) * W + (iw - P)] += *row;
+                        }
+                    }
+                }
+            }
+}
+
+void fm_conv2d_forward(float *y, const float *x, const float *w, const float *b, size_t N, size_t C,
+                       size_t H, size_t W, size_t O, size_t K, size_t P, float *scratch, size_t chunk,
+                       float *gemm) {
+    size_t OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1, Q = OH * OW, ckk = C * K * K;
+    float *col = scratch, *tmp = scratch + chunk * Q * ckk;
+    for (size_t n0 = 0; n0 < N; n0 += chunk) {
+        size_t nb = N - n0 < chunk ? N - n0 : chunk;
+        im2col(col, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
+        /* tmp[nb*Q, O] = col[nb*Q, ckk] w[O, ckk]^T */
+        fm_sgemm(0, 1, nb * Q, O, ckk, col, ckk, w, ckk, 0, tmp, O, gemm);
+        for (size_t n = 0; n < nb; n++)
+            for (size_t o = 0; o < O; o++) {
+                float *yo = y + ((n0 + n) * O + o) * Q;
+                const float *t = tmp + n * Q * O + o;
+                for (size_t q = 0; q < Q; q++) yo[q] = t[q * O] + b[o];
+            }
+    }
+}
+
+void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, size_t N, size_t C, size_t H, size_t W, size_t O, size_t K,
+                        size_t P, float *scratch, size_t chunk, float *gemm) {
+    size_t OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1, Q = OH * OW, ckk = C * K * K;
+    float *col = scratch, *tmp = scratch + chunk * Q * ckk, *dcol = tmp + chunk * Q * O;
+    for (size_t n0 = 0; n0 < N; n0 += chunk) {
+        size_t nb = N - n0 < chunk ? N - n0 : chunk;
+        /* tmp[(n,q), o] = dy[n, o, q]; db[o] += sum dy */
+        for (size_t n = 0; n < nb; n++)
+            for (size_t o = 0; o < O; o++) {
+                const float *dyo = dy + ((n0 + n) * O + o) * Q;
+                float *t = tmp + n * Q * O + o, s = 0.0f;
+                for (size_t q = 0; q < Q; q++) {
+                    t[q * O] = dyo[q];
+                    s += dyo[q];
+                }
+                db[o] += s;
+            }
+        im2col(col, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
+        /* tmp = col w^T  =>  dw[O, ckk] += tmp^T col,  dcol[nb*Q, ckk] = tmp w */
+        fm_sgemm(1, 0, O, ckk, nb * Q, tmp, O, col, ckk, 1, dw, ckk, gemm);
+        if (dx) {
+            fm_sgemm(0, 0, nb * Q, ckk, O, tmp, O, w, ckk, 0, dcol, ckk, gemm);
+            col2im(dx + n0 * C * H * W, dcol, nb, C, H, W, K, P, OH, OW);
+        }
+    }
+}
+
+void fm_maxpool_forward(float *y, uint8_t *arg, const float *x, size_t N, size_t C, size_t H,
+                        size_t W, size_t S) {
+    size_t OH = H / S, OW = W / S;
+    for (size_t nc = 0; nc < N * C; nc++) {
+        const float *xp = x + nc * H * W;
+        for (size_t oh = 0; oh < OH; oh++)
+            for (size_t ow = 0; ow < OW; ow++) {
+                float best = -FLT_MAX;
+                uint8_t bi = 0;
+                for (size_t i = 0; i < S; i++)
+                    for (size_t j = 0; j < S; j++) {
+                        float v = xp[(oh * S + i) * W + ow * S + j];
+                        if (v > best || (i == 0 && j == 0)) best = v, bi = (uint8_t)(i * S + j);
+                    }
+                size_t o = (nc * OH + oh) * OW + ow;
+                y[o] = best;
+                arg[o] = bi;
+            }
+    }
+}
+
+void fm_maxpool_backward(float *dx, const float *dy, const uint8_t *arg, size_t N, size_t C,
+                         size_t H, size_t W, size_t S) {
+    size_t OH = H / S, OW = W / S;
+    memset(dx, 0, N * C * H * W * sizeof(float));
+    for (size_t nc = 0; nc < N * C; nc++) {
+        float *dxp = dx + nc * H * W;
+        for (size_t oh = 0; oh < OH; oh++)
+            for (size_t ow = 0; ow < OW; ow++) {
+                size_t o = (nc * OH + oh) * OW + ow;
+                size_t i = arg[o] / S, j = arg[o] % S;
+                dxp[(oh * S + i) * W + ow * S + j] += dy[o];
+            }
+    }
+}
+
+void fm_relu_forward(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void fm_relu_backward(float *dx, const float *dy, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void fm_dropout_forward(float *y, uint8_t *keep, const float *x, size_t n, float p, fm_rng *rng) {
+    float scale = 1.0f / (1.0f - p);
+    for (size_t i = 0; i < n; i++) {
+        keep[i] = fm_rng_uniform(rng) >= p;
+        y[i] = keep[i] ? x[i] * scale : 0.0f;
+    }
+}
+
+void fm_dropout_backward(float *dx, const float *dy, const uint8_t *keep, size_t n, float p) {
+    float scale = 1.0f / (1.0f - p);
+    for (size_t i = 0; i < n; i++) dx[i] = keep[i] ? dy[i] * scale : 0.0f;
+}
+
+void fm_softmax(float *probs, const float *logits, size_t N, size_t K) {
+    for (size_t n = 0; n < N; n++) {
+        const float *z = logits + n * K;
+        float *p = probs + n * K;
+        float mx = z[0];
+        for (size_t k = 1; k < K; k++) mx = z[k] > mx ? z[k] : mx;
+        double sum = 0.0;
+        for (size_t k = 0; k < K; k++) sum += exp((double)z[k] - mx);
+        for (size_t k = 0; k < K; k++) p[k] = (float)(exp((double)z[k] - mx) / sum);
+    }
+}
+
+double fm_xent_forward_backward(float *dlogits, size_t *n_correct, const float *logits,
+                                const uint8_t *labels, size_t N, size_t K, float scale) {
+    double loss = 0.0;
+    size_t correct = 0;
+    for (size_t n = 0; n < N; n++) {
+        const float *z = logits + n * K;
+        size_t am = 0;
+        for (size_t k = 1; k < K; k++)
+            if (z[k] > z[am]) am = k;
+        double mx = z[am], sum = 0.0;
+        for (size_t k = 0; k < K; k++) sum += exp((double)z[k] - mx);
+        /* -log softmax_y = log sum exp(z - mx) - (z_y - mx) */
+        loss += log(sum) - ((double)z[labels[n]] - mx);
+        correct += am == labels[n];
+        if (dlogits) {
+            float *d = dlogits + n * K;
+            for (size_t k = 0; k < K; k++) {
+                double p = exp((double)z[k] - mx) / sum;
+                d[k] = (float)((p - (k == labels[n])) * scale);
+            }
+        }
+    }
+    if (n_correct) *n_correct += correct;
+    return loss;
+}

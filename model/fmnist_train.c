@@ -1,0 +1,1132 @@
+/* fmnist_train.c - fmnist-train, the offline trainer: a thin shell around
+ * the engine library.
+ *
+ *   fmnist-train train   --model mlp2 ...   train one network, write weights + reports
+ *   fmnist-train grid    --model mlp2 ...   the study's hyper-parameter search
+ *   fmnist-train eval    FILE.safetensors   test-set loss, accuracy, confusion, P/R/F1
+ *   fmnist-train summary NAME|FILE          Keras-like layer table
+ *   fmnist-train eda                        data overview and sample grid PNG
+ *
+ * Training is deterministic for a seed and thread count; Ctrl-C / SIGTERM
+ * write a checkpoint at the next batch boundary and --resume continues from
+ * it with bit-identical results.  All output files are written atomically. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fm_eda.h"
+#include "fm_file.h"
+#include "fm_gemm.h"
+#include "fm_idx.h"
+#include "fm_optim.h"
+#include "fm_st.h"
+#include "fm_train.h"
+
+#define FM_VERSION "0.1.0"
+
+/* ---------------------------------------------------------------- config */
+
+typedef struct cfg {
+    const char *model;       /* named architecture or .json path */
+    int opt;                 /* -1: model default */
+    double lr;               /* 0: model default */
+    double momentum;         /* -1: model default */
+    size_t batch;            /* 0: model default */
+    int epochs;
+    int patience;
+    size_t val;
+    uint64_t seed;
+    size_t threads;
+    const char *out;         /* NULL: weights/<model>.safetensors */
+    const char *data;
+    const char *checkpoint;  /* NULL: <out>.ckpt */
+    int resume;
+    size_t limit;            /* use only the first N training examples (0: all) */
+    int plateau_patience;    /* ReduceLROnPlateau, 0 = off */
+    double plateau_factor;
+    double min_lr;
+    int quiet;
+    int no_test;             /* skip the final test-set evaluation */
+} cfg;
+
+static const struct {
+    const char *name;
+    int opt;
+    double lr, momentum;
+    size_t batch;
+} model_defaults[] = {
+    {"mlp2", FM_OPT_ADAM, 1e-3, 0.0, 512},
+    {"mlp3", FM_OPT_ADAM, 1e-4, 0.0, 128},
+    {"cnn1", FM_OPT_SGD, 1e-2, 0.9, 64},
+    {"cnn2", FM_OPT_SGD, 1e-2, 0.9, 64},
+    {"cnn3", FM_OPT_ADAM, 1e-3, 0.0, 64},
+};
+
+static void apply_defaults(cfg *c, const char *arch_name) {
+    int opt = FM_OPT_ADAM;
+    double lr = 1e-3, mom = 0.0;
+    size_t batch = 128;
+    for (size_t i = 0; i < sizeof model_defaults / sizeof model_defaults[0]; i++)
+        if (strcmp(arch_name, model_defaults[i].name) == 0) {
+            opt = model_defaults[i].opt, lr = model_defaults[i].lr;
+            mom = model_defaults[i].momentum, batch = model_defaults[i].batch;
+        }
+    if (c->opt < 0) c->opt = opt;
+    if (c->lr <= 0) c->lr = c->opt == opt ? lr : (c->opt == FM_OPT_ADAM ? 1e-3 : 1e-2);
+    if (c->momentum < 0) c->momentum = c->opt == FM_OPT_SGD && opt == FM_OPT_SGD ? mom : 0.0;
+    if (c->batch == 0) c->batch = batch;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static volatile sig_atomic_t g_stop = 0;
+static void on_signal(int sig) { g_stop = sig; }
+
+static void install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static int fail(const char *fmt, ...) FM_PRINTF(1, 2);
+static int fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("fmnist-train: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+/* strict number parsing for flags */
+static int parse_u64(const char *s, uint64_t *out) {
+    if (!s || !*s || *s == '-' || *s == '+') return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *s, double *out) {
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* "weights/cnn3.safetensors" -> "weights/cnn3" + suffix */
+static char *sibling(const char *out, const char *suffix) {
+    size_t n = strlen(out);
+    const char *ext = ".safetensors";
+    size_t el = strlen(ext);
+    if (n >= el && strcmp(out + n - el, ext) == 0) n -= el;
+    char *s = malloc(n + strlen(suffix) + 1);
+    if (!s) return NULL;
+    memcpy(s, out, n);
+    strcpy(s + n, suffix);
+    return s;
+}
+
+static int write_json(const char *path, cJSON *j, fm_error *err) {
+    char *s = cJSON_Print(j);
+    if (!s) return fm_seterr(err, "out of memory printing JSON");
+    size_t n = strlen(s);
+    fm_chunk ch[2] = {{s, n}, {"\n", 1}};
+    int rc = fm_write_atomic(path, ch, 2, err);
+    free(s);
+    return rc;
+}
+
+/* ------------------------------------------------------------ checkpoint */
+
+/* Everything a resumed run needs, beyond the float buffers. */
+typedef struct run_state {
+    int epoch;             /* current epoch (0-based) */
+    size_t batch;          /* next batch within the epoch */
+    double run_loss;       /* summed training loss so far in this epoch */
+    size_t run_correct, run_seen;
+    int best_epoch;        /* -1 none yet */
+    double best_val_loss;
+    int since_best;
+    int plateau_wait;
+    double lr;             /* current learning rate */
+    double elapsed;        /* seconds of training so far, all sittings */
+    double epoch_elapsed;  /* seconds spent in the current epoch before the interruption */
+    cJSON *history;        /* array of per-epoch objects (owned) */
+} run_state;
+
+static const char ckpt_magic[8] = {'F', 'M', 'C', 'K', 'P', 'T', '0', '1'};
+
+static cJSON *config_json(const cfg *c, const fm_arch *a, size_t threads, size_t n_train, size_t n_val) {
+    cJSON *j = cJSON_CreateObject();
+    char *aj = fm_arch_to_json(a);
+    cJSON_AddStringToObject(j, "model", a->name);
+    if (aj) cJSON_AddRawToObject(j, "architecture", aj);
+    free(aj);
+    cJSON_AddStringToObject(j, "optimizer", fm_optim_name((fm_opt_kind)c->opt));
+    cJSON_AddNumberToObject(j, "learning_rate", c->lr);
+    cJSON_AddNumberToObject(j, "momentum", c->momentum);
+    cJSON_AddNumberToObject(j, "batch_size", (double)c->batch);
+    cJSON_AddNumberToObject(j, "max_epochs", c->epochs);
+    cJSON_AddNumberToObject(j, "patience", c->patience);
+    cJSON_AddStringToObject(j, "monitor", "val_loss");
+    cJSON_AddNumberToObject(j, "plateau_patience", c->plateau_patience);
+    cJSON_AddNumberToObject(j, "plateau_factor", c->plateau_factor);
+    cJSON_AddNumberToObject(j, "min_lr", c->min_lr);
+    cJSON_AddNumberToObject(j, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(j, "threads", (double)threads);
+    cJSON_AddNumberToObject(j, "train_examples", (double)n_train);
+    cJSON_AddNumberToObject(j, "val_examples", (double)n_val);
+    cJSON_AddNumberToObject(j, "limit", (double)c->limit);
+    return j;
+}
+
+static int ckpt_save(const char *path, const cJSON *config, const run_state *s, const fm_optim *o,
+                     const float *params, const float *best, size_t n, fm_error *err) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddItemToObject(j, "config", cJSON_Duplicate(config, 1));
+    cJSON_AddNumberToObject(j, "epoch", s->epoch);
+    cJSON_AddNumberToObject(j, "batch", (double)s->batch);
+    cJSON_AddNumberToObject(j, "run_loss", s->run_loss);
+    cJSON_AddNumberToObject(j, "run_correct", (double)s->run_correct);
+    cJSON_AddNumberToObject(j, "run_seen", (double)s->run_seen);
+    cJSON_AddNumberToObject(j, "best_epoch", s->best_epoch);
+    cJSON_AddNumberToObject(j, "best_val_loss", s->best_val_loss);
+    cJSON_AddNumberToObject(j, "since_best", s->since_best);
+    cJSON_AddNumberToObject(j, "plateau_wait", s->plateau_wait);
+    cJSON_AddNumberToObject(j, "lr", s->lr);
+    cJSON_AddNumberToObject(j, "elapsed", s->elapsed);
+    cJSON_AddNumberToObject(j, "epoch_elapsed", s->epoch_elapsed);
+    cJSON_AddNumberToObject(j, "opt_t", (double)o->t);
+    cJSON_AddNumberToObject(j, "n_params", (double)n);
+    cJSON_AddItemToObject(j, "history", cJSON_Duplicate(s->history, 1));
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!text) return fm_seterr(err, "out of memory writing a checkpoint");
+    uint64_t len = strlen(text);
+    size_t n_state = o->m ? (o->v ? 2 : 1) : 0;
+    fm_chunk ch[6] = {{ckpt_magic, 8}, {&len, 8}, {text, len}, {params, n * sizeof(float)},
+                      {best, n * sizeof(float)}, {o->m, n_state * n * sizeof(float)}};
+    int rc = fm_write_atomic(path, ch, 6, err);
+    free(text);
+    return rc;
+}
+
+static double jnum(const cJSON *j, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+/* Loads a checkpoint; the config it was written with must match cfg's. */
+static int ckpt_load(const char *path, const cJSON *config, run_state *s, fm_optim *o, float *params,
+                     float *best, size_t n, fm_error *err) {
+    char *buf;
+    size_t len;
+    if (fm_read_file(path, (size_t)1 << 31, &buf, &len, err)) return -1;
+    int rc = -1;
+    cJSON *j = NULL;
+    uint64_t jl;
+    size_t n_state = o->m ? (o->v ? 2 : 1) : 0;
+    if (len < 16 || memcmp(buf, ckpt_magic, 8) != 0) {
+        fm_seterr(err, "%s: not an fmnist checkpoint", path);
+        goto done;
+    }
+    memcpy(&jl, buf + 8, 8);
+    if (jl > len - 16 || len - 16 - jl != (2 + n_state) * n * sizeof(float)) {
+        fm_seterr(err, "%s: checkpoint is truncated or for another model/optimiser", path);
+        goto done;
+    }
+    j = cJSON_ParseWithLength(buf + 16, (size_t)jl);
+    if (!j) {
+        fm_seterr(err, "%s: checkpoint header is not JSON", path);
+        goto done;
+    }
+    const cJSON *cc = cJSON_GetObjectItemCaseSensitive(j, "config");
+    if (!cc || !cJSON_Compare(cc, config, 1)) {
+        char *want = cJSON_PrintUnformatted(config), *have = cc ? cJSON_PrintUnformatted(cc) : NULL;
+        fm_seterr(err, "%s: checkpoint was written with a different configuration; resume with the same flags "
+                  "(checkpoint: %.200s; now: %.200s)", path, have ? have : "?", want ? want : "?");
+        free(want);
+        free(have);
+        goto done;
+    }
+    s->epoch = (int)jnum(j, "epoch");
+    s->batch = (size_t)jnum(j, "batch");
+    s->run_loss = jnum(j, "run_loss");
+    s->run_correct = (size_t)jnum(j, "run_correct");
+    s->run_seen = (size_t)jnum(j, "run_seen");
+    s->best_epoch = (int)jnum(j, "best_epoch");
+    s->best_val_loss = jnum(j, "best_val_loss");
+    s->since_best = (int)jnum(j, "since_best");
+    s->plateau_wait = (int)jnum(j, "plateau_wait");
+    s->lr = jnum(j, "lr");
+    s->elapsed = jnum(j, "elapsed");
+    s->epoch_elapsed = jnum(j, "epoch_elapsed");
+    o->t = (uint64_t)jnum(j, "opt_t");
+    cJSON *h = cJSON_DetachItemFromObjectCaseSensitive(j, "history");
+    if (!cJSON_IsArray(h) || !isfinite(s->lr) || s->epoch < 0) {
+        cJSON_Delete(h);
+        fm_seterr(err, "%s: checkpoint state is incomplete", path);
+        goto done;
+    }
+    cJSON_Delete(s->history);
+    s->history = h;
+    const char *p = buf + 16 + jl;
+    memcpy(params, p, n * sizeof(float));
+    memcpy(best, p + n * sizeof(float), n * sizeof(float));
+    if (n_state) memcpy(o->m, p + 2 * n * sizeof(float), n_state * n * sizeof(float));
+    rc = 0;
+done:
+    cJSON_Delete(j);
+    free(buf);
+    return rc;
+}
+
+/* -------------------------------------------------------------- progress */
+
+static void progress(int tty, int epoch, int epochs, size_t done, size_t total, size_t seen, double t0,
+                     double loss, size_t correct) {
+    if (!tty) return;
+    double dt = now_s() - t0;
+    double rate = dt > 0 ? (double)seen / dt : 0.0;
+    double eta = done > 0 ? dt * (double)(total - done) / (double)done : 0.0;
+    int width = 24, fill = total ? (int)((double)width * (double)done / (double)total) : 0;
+    char bar[32];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+    bar[width] = '\0';
+    fprintf(stderr, "\r\033[Kepoch %d/%d [%s] %zu/%zu  %.0f ex/s  ETA %.0fs  loss %.4f  acc %.4f", epoch,
+            epochs, bar, done, total, rate, eta, seen ? loss / (double)seen : 0.0,
+            seen ? (double)correct / (double)seen : 0.0);
+    fflush(stderr);
+}
+
+/* ----------------------------------------------------------------- train */
+
+typedef struct data {
+    fm_dataset all, test;   /* owning */
+    fm_dataset train, val;  /* views */
+} data;
+
+static int load_data(data *d, const char *dir, size_t n_val, size_t limit, int need_test, fm_error *err) {
+    memset(d, 0, sizeof *d);
+    if (fm_dataset_load_split(&d->all, dir, FM_SPLIT_TRAIN, err)) return -1;
+    if (need_test && fm_dataset_load_split(&d->test, dir, FM_SPLIT_TEST, err)) {
+        fm_dataset_free(&d->all);
+        return -1;
+    }
+    if (fm_dataset_split(&d->all, n_val, &d->train, &d->val, err)) {
+        fm_dataset_free(&d->all);
+        fm_dataset_free(&d->test);
+        return -1;
+    }
+    if (limit && limit < d->train.n) d->train = fm_dataset_view(&d->train, 0, limit);
+    return 0;
+}
+
+static void free_data(data *d) {
+    fm_dataset_free(&d->all);
+    fm_dataset_free(&d->test);
+}
+
+typedef struct result {
+    fm_eval train, val, test;
+    int epochs_run, best_epoch;
+    double seconds;
+    int has_test;
+} result;
+
+static cJSON *eval_json(const fm_eval *e, int per_class);
+
+/* Trains per c; on success writes weights, history and eval reports and fills r. */
+static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
+    cfg c = *c0;
+    fm_error err = {{0}};
+    fm_arch arch;
+    int rc = 1;
+    if (strchr(c.model, '/') || strstr(c.model, ".json")) {
+        if (fm_arch_from_file(&arch, c.model, &err)) return fail("%s", err.msg);
+    } else if (fm_arch_named(&arch, c.model, &err)) {
+        return fail("%s", err.msg);
+    }
+    apply_defaults(&c, arch.name);
+    char default_out[300];
+    snprintf(default_out, sizeof default_out, "weights/%s.safetensors", arch.name);
+    const char *out = c.out ? c.out : default_out;
+    char *hist_path = sibling(out, ".history.json"), *eval_path = sibling(out, ".eval.json");
+    char *ckpt_path = c.checkpoint ? strdup(c.checkpoint) : sibling(out, ".ckpt");
+    fm_model model = {0};
+    fm_pool pool = {0};
+    fm_optim opt = {0};
+    float *best = NULL;
+    uint32_t *idx = NULL;
+    cJSON *config = NULL;
+    run_state s = {0};
+    s.history = cJSON_CreateArray();
+    if (!hist_path || !eval_path || !ckpt_path || !s.history) {
+        fail("out of memory");
+        goto done;
+    }
+    if (fm_check_writable(out, &err)) {
+        fail("%s", err.msg);
+        goto done;
+    }
+    if (c.batch > d->train.n) c.batch = d->train.n;
+    size_t threads = c.threads ? c.threads : fm_cpu_count();
+    if (fm_model_init(&model, &arch, &err) || fm_pool_create(&pool, &arch, threads, c.batch, &err) ||
+        fm_optim_create(&opt, (fm_opt_kind)c.opt, arch.n_params, (float)c.lr, (float)c.momentum, &err)) {
+        fail("%s", err.msg);
+        goto done;
+    }
+    threads = pool.n_threads;
+    best = malloc(arch.n_params * sizeof(float));
+    idx = malloc(d->train.n * sizeof *idx);
+    config = config_json(&c, &arch, threads, d->train.n, d->val.n);
+    if (!best || !idx || !config) {
+        fail("out of memory");
+        goto done;
+    }
+    fm_rng init;
+    fm_rng_seed(&init, c.seed);
+    fm_arch_init_params(&arch, model.params, &init);
+    memcpy(best, model.params, arch.n_params * sizeof(float));
+    s.best_epoch = -1;
+    s.best_val_loss = INFINITY;
+    s.lr = c.lr;
+    if (c.resume) {
+        if (access(ckpt_path, F_OK) != 0) {
+            fail("--resume: no checkpoint at %s (train without --resume to start afresh)", ckpt_path);
+            goto done;
+        }
+        if (ckpt_load(ckpt_path, config, &s, &opt, model.params, best, arch.n_params, &err)) {
+            fail("%s", err.msg);
+            goto done;
+        }
+        if (verbose)
+            fprintf(stderr, "resuming %s from %s: epoch %d, batch %zu\n", arch.name, ckpt_path, s.epoch + 1, s.batch);
+    }
+    if (verbose)
+        fprintf(stderr, "training %s (%zu params) on %zu examples, validating on %zu: %s lr %g%s batch %zu, "
+                "%zu threads, gemm %s, seed %llu\n", arch.name, arch.n_params, d->train.n, d->val.n,
+                fm_optim_name((fm_opt_kind)c.opt), c.lr, c.momentum > 0 ? " momentum" : "", c.batch,
+                threads, fm_gemm_kernel_name(), (unsigned long long)c.seed);
+    int tty = verbose && isatty(STDERR_FILENO);
+    size_t nb_epoch = (d->train.n + c.batch - 1) / c.batch;
+    install_signals();
+    int stopped_early = 0;
+    for (; s.epoch < c.epochs; s.epoch++) {
+        opt.lr = (float)s.lr;
+        for (size_t i = 0; i < d->train.n; i++) idx[i] = (uint32_t)i;
+        fm_rng shuf;
+        fm_rng_derive(&shuf, c.seed, (uint64_t)s.epoch, UINT64_MAX, 0x5348);
+        fm_rng_shuffle(&shuf, idx, d->train.n);
+        double t0 = now_s() - s.epoch_elapsed;
+        for (; s.batch < nb_epoch; s.batch++) {
+            size_t start = s.batch * c.batch, n = d->train.n - start < c.batch ? d->train.n - start : c.batch;
+            double l = fm_pool_gradient(&pool, model.params, &d->train, idx + start, n, c.seed,
+                                        (uint64_t)s.epoch, s.batch, &s.run_correct);
+            if (!isfinite(l)) {
+                if (tty) fputc('\n', stderr);
+                fail("loss became %s at epoch %d (batch %zu): training diverged; try a lower learning rate "
+                     "(now --lr %g)", isnan(l) ? "NaN" : "infinite", s.epoch + 1, s.batch + 1, s.lr);
+                goto done;
+            }
+            s.run_loss += l;
+            s.run_seen += n;
+            fm_optim_step(&opt, model.params, pool.grads[0]);
+            if (tty && (s.batch % 8 == 0 || s.batch + 1 == nb_epoch))
+                progress(tty, s.epoch + 1, c.epochs, s.batch + 1, nb_epoch, s.run_seen, t0, s.run_loss, s.run_correct);
+            if (g_stop) {
+                s.batch++;
+                s.epoch_elapsed = now_s() - t0;
+                s.elapsed += 0;
+                if (tty) fputc('\n', stderr);
+                if (ckpt_save(ckpt_path, config, &s, &opt, model.params, best, arch.n_params, &err)) {
+                    fail("interrupted, and the checkpoint could not be written: %s", err.msg);
+                } else {
+                    fprintf(stderr, "fmnist-train: interrupted by %s at epoch %d, batch %zu/%zu; checkpoint "
+                            "written to %s; continue with the same command plus --resume\n",
+                            g_stop == SIGINT ? "SIGINT" : "SIGTERM", s.epoch + 1, s.batch, nb_epoch, ckpt_path);
+                }
+                rc = g_stop == SIGINT ? 130 : 143;
+                goto done;
+            }
+        }
+        double train_s = now_s() - t0;
+        fm_eval ve;
+        fm_pool_evaluate(&pool, model.params, &d->val, &ve, NULL, NULL);
+        double epoch_s = now_s() - t0;
+        s.elapsed += epoch_s;
+        double tl = s.run_loss / (double)s.run_seen, ta = (double)s.run_correct / (double)s.run_seen;
+        cJSON *h = cJSON_CreateObject();
+        cJSON_AddNumberToObject(h, "epoch", s.epoch + 1);
+        cJSON_AddNumberToObject(h, "loss", tl);
+        cJSON_AddNumberToObject(h, "accuracy", ta);
+        cJSON_AddNumberToObject(h, "val_loss", ve.loss);
+        cJSON_AddNumberToObject(h, "val_accuracy", ve.accuracy);
+        cJSON_AddNumberToObject(h, "lr", s.lr);
+        cJSON_AddNumberToObject(h, "seconds", epoch_s);
+        cJSON_AddNumberToObject(h, "train_seconds", train_s);
+        cJSON_AddItemToArray(s.history, h);
+        int improved = ve.loss < s.best_val_loss;
+        if (improved) {
+            s.best_val_loss = ve.loss;
+            s.best_epoch = s.epoch;
+            s.since_best = 0;
+            s.plateau_wait = 0;
+            memcpy(best, model.params, arch.n_params * sizeof(float));
+        } else {
+            s.since_best++;
+            s.plateau_wait++;
+        }
+        if (tty) fprintf(stderr, "\r\033[K");
+        if (verbose) {
+            printf("epoch %3d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.1fs%s\n",
+                   s.epoch + 1, c.epochs, tl, ta, ve.loss, ve.accuracy, s.lr, epoch_s, improved ? "  *" : "");
+            fflush(stdout);
+        }
+        if (!isfinite(ve.loss)) {
+            fail("validation loss became NaN at epoch %d: training diverged; try a lower learning rate (now --lr %g)",
+                 s.epoch + 1, s.lr);
+            goto done;
+        }
+        if (c.plateau_patience > 0 && s.plateau_wait >= c.plateau_patience && s.lr > c.min_lr) {
+            double nl = s.lr * c.plateau_factor;
+            s.lr = nl < c.min_lr ? c.min_lr : nl;
+            s.plateau_wait = 0;
+            if (verbose) printf("  val_loss has not improved for %d epochs: learning rate -> %.3g\n", c.plateau_patience, s.lr);
+        }
+        s.batch = 0;
+        s.run_loss = 0.0;
+        s.run_correct = s.run_seen = 0;
+        s.epoch_elapsed = 0.0;
+        int stop = c.patience > 0 && s.since_best >= c.patience;
+        /* checkpoint every epoch: a kill -9 loses at most the epoch in progress */
+        run_state next = s;
+        next.epoch = s.epoch + 1;
+        if (ckpt_save(ckpt_path, config, &next, &opt, model.params, best, arch.n_params, &err))
+            fprintf(stderr, "fmnist-train: warning: %s\n", err.msg);
+        {
+            cJSON *hd = cJSON_CreateObject();
+            cJSON_AddItemToObject(hd, "config", cJSON_Duplicate(config, 1));
+            cJSON_AddItemToObject(hd, "history", cJSON_Duplicate(s.history, 1));
+            cJSON_AddNumberToObject(hd, "best_epoch", s.best_epoch + 1);
+            if (write_json(hist_path, hd, &err)) fprintf(stderr, "fmnist-train: warning: %s\n", err.msg);
+            cJSON_Delete(hd);
+        }
+        if (stop) {
+            s.epoch++;
+            stopped_early = 1;
+            if (verbose)
+                printf("early stopping: val_loss has not improved for %d epochs; restoring epoch %d's weights\n",
+                       c.patience, s.best_epoch + 1);
+            break;
+        }
+    }
+    if (s.best_epoch < 0) {
+        fail("no epoch completed (--epochs %d)", c.epochs);
+        goto done;
+    }
+    if (!stopped_early && verbose)
+        printf("reached --epochs %d; restoring the best epoch (%d) by val_loss\n", c.epochs, s.best_epoch + 1);
+    memcpy(model.params, best, arch.n_params * sizeof(float));
+    r->epochs_run = s.epoch;
+    r->best_epoch = s.best_epoch + 1;
+    r->seconds = s.elapsed;
+    fm_pool_evaluate(&pool, model.params, &d->train, &r->train, NULL, NULL);
+    fm_pool_evaluate(&pool, model.params, &d->val, &r->val, NULL, NULL);
+    r->has_test = d->test.n > 0;
+    if (r->has_test) fm_pool_evaluate(&pool, model.params, &d->test, &r->test, NULL, NULL);
+
+    /* metadata: how it was made and how good it is */
+    cJSON *training = cJSON_Duplicate(config, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(training, "architecture");
+    cJSON_AddNumberToObject(training, "epochs_run", r->epochs_run);
+    cJSON_AddNumberToObject(training, "best_epoch", r->best_epoch);
+    cJSON_AddNumberToObject(training, "seconds", r->seconds);
+    cJSON_AddStringToObject(training, "trainer", "fmnist-train " FM_VERSION);
+    cJSON *metrics = cJSON_CreateObject();
+    cJSON_AddNumberToObject(metrics, "train_loss", r->train.loss);
+    cJSON_AddNumberToObject(metrics, "train_accuracy", r->train.accuracy);
+    cJSON_AddNumberToObject(metrics, "val_loss", r->val.loss);
+    cJSON_AddNumberToObject(metrics, "val_accuracy", r->val.accuracy);
+    if (r->has_test) {
+        cJSON_AddNumberToObject(metrics, "test_loss", r->test.loss);
+        cJSON_AddNumberToObject(metrics, "test_accuracy", r->test.accuracy);
+        cJSON_AddNumberToObject(metrics, "test_correct", (double)r->test.n_correct);
+        cJSON_AddNumberToObject(metrics, "test_examples", (double)r->test.n);
+    }
+    cJSON *dataset = cJSON_CreateObject();
+    cJSON_AddStringToObject(dataset, "name", "Fashion-MNIST");
+    cJSON_AddStringToObject(dataset, "package", "dataset-fashion-mnist");
+    cJSON_AddNumberToObject(dataset, "train", (double)d->train.n);
+    cJSON_AddStringToObject(dataset, "train_range", "first examples of train-images-idx3-ubyte");
+    cJSON_AddNumberToObject(dataset, "val", (double)d->val.n);
+    cJSON_AddStringToObject(dataset, "val_range", "last examples of train-images-idx3-ubyte");
+    cJSON_AddNumberToObject(dataset, "test", (double)d->test.n);
+    char *ts = cJSON_PrintUnformatted(training), *ms = cJSON_PrintUnformatted(metrics),
+         *ds = cJSON_PrintUnformatted(dataset);
+    cJSON_Delete(training);
+    cJSON_Delete(metrics);
+    cJSON_Delete(dataset);
+    int meta_fail = !ts || !ms || !ds || fm_model_set_meta(&model, "training", ts, &err) ||
+                    fm_model_set_meta(&model, "metrics", ms, &err) || fm_model_set_meta(&model, "dataset", ds, &err);
+    free(ts);
+    free(ms);
+    free(ds);
+    if (meta_fail || fm_st_save(&model, out, &err)) {
+        fail("%s", err.msg[0] ? err.msg : "out of memory");
+        goto done;
+    }
+    if (r->has_test) {
+        cJSON *ej = eval_json(&r->test, 1);
+        cJSON_AddStringToObject(ej, "weights", out);
+        cJSON_AddStringToObject(ej, "split", "test");
+        if (write_json(eval_path, ej, &err)) fprintf(stderr, "fmnist-train: warning: %s\n", err.msg);
+        cJSON_Delete(ej);
+    }
+    unlink(ckpt_path); /* finished: the checkpoint has served its purpose */
+    if (verbose) {
+        printf("best epoch %d of %d, %.1fs; train acc %.4f  val acc %.4f (loss %.4f)", r->best_epoch,
+               r->epochs_run, r->seconds, r->train.accuracy, r->val.accuracy, r->val.loss);
+        if (r->has_test) printf("  test acc %.4f (loss %.4f)", r->test.accuracy, r->test.loss);
+        printf("\nwrote %s, %s%s%s\n", out, hist_path, r->has_test ? ", " : "", r->has_test ? eval_path : "");
+    }
+    rc = 0;
+done:
+    cJSON_Delete(s.history);
+    cJSON_Delete(config);
+    free(best);
+    free(idx);
+    fm_optim_destroy(&opt);
+    fm_pool_destroy(&pool);
+    fm_model_free(&model);
+    free(hist_path);
+    free(eval_path);
+    free(ckpt_path);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ eval */
+
+static cJSON *eval_json(const fm_eval *e, int per_class) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "examples", (double)e->n);
+    cJSON_AddNumberToObject(j, "correct", (double)e->n_correct);
+    cJSON_AddNumberToObject(j, "loss", e->loss);
+    cJSON_AddNumberToObject(j, "accuracy", e->accuracy);
+    cJSON *names = cJSON_CreateStringArray(fm_class_names, FM_N_CLASSES);
+    cJSON_AddItemToObject(j, "classes", names);
+    cJSON *cm = cJSON_AddArrayToObject(j, "confusion");
+    for (int i = 0; i < FM_N_CLASSES; i++) {
+        int row[FM_N_CLASSES];
+        for (int k = 0; k < FM_N_CLASSES; k++) row[k] = (int)e->confusion[i][k];
+        cJSON_AddItemToArray(cm, cJSON_CreateIntArray(row, FM_N_CLASSES));
+    }
+    if (per_class) {
+        cJSON *pc = cJSON_AddArrayToObject(j, "per_class");
+        double f1sum = 0;
+        for (int k = 0; k < FM_N_CLASSES; k++) {
+            double tp = e->confusion[k][k], col = 0, row = 0;
+            for (int i = 0; i < FM_N_CLASSES; i++) col += e->confusion[i][k], row += e->confusion[k][i];
+            double p = col > 0 ? tp / col : 0, rcl = row > 0 ? tp / row : 0;
+            double f1 = p + rcl > 0 ? 2 * p * rcl / (p + rcl) : 0;
+            f1sum += f1;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "class", fm_class_names[k]);
+            cJSON_AddNumberToObject(o, "precision", p);
+            cJSON_AddNumberToObject(o, "recall", rcl);
+            cJSON_AddNumberToObject(o, "f1", f1);
+            cJSON_AddNumberToObject(o, "support", row);
+            cJSON_AddItemToArray(pc, o);
+        }
+        cJSON_AddNumberToObject(j, "macro_f1", f1sum / FM_N_CLASSES);
+    }
+    return j;
+}
+
+static void print_eval(const char *name, const fm_eval *e) {
+    printf("%s on %zu test images: loss %.4f  accuracy %.4f (%zu correct)\n\n", name, e->n, e->loss,
+           e->accuracy, e->n_correct);
+    printf("confusion matrix (rows: true class, columns: predicted)\n%-12s", "");
+    for (int k = 0; k < FM_N_CLASSES; k++) printf("%6d", k);
+    printf("\n");
+    for (int i = 0; i < FM_N_CLASSES; i++) {
+        printf("%d %-10.10s", i, fm_class_names[i]);
+        for (int k = 0; k < FM_N_CLASSES; k++) printf("%6u", e->confusion[i][k]);
+        printf("\n");
+    }
+    printf("\n%-14s %9s %9s %9s %8s\n", "class", "precision", "recall", "f1", "support");
+    double f1sum = 0;
+    for (int k = 0; k < FM_N_CLASSES; k++) {
+        double tp = e->confusion[k][k], col = 0, row = 0;
+        for (int i = 0; i < FM_N_CLASSES; i++) col += e->confusion[i][k], row += e->confusion[k][i];
+        double p = col > 0 ? tp / col : 0, r = row > 0 ? tp / row : 0, f1 = p + r > 0 ? 2 * p * r / (p + r) : 0;
+        f1sum += f1;
+        printf("%-14s %9.4f %9.4f %9.4f %8.0f\n", fm_class_names[k], p, r, f1, row);
+    }
+    printf("%-14s %9s %9s %9.4f %8zu\n", "macro avg", "", "", f1sum / FM_N_CLASSES, e->n);
+}
+
+static int cmd_eval(int argc, char **argv) {
+    static const struct option opts[] = {{"json", no_argument, 0, 'j'},       {"data", required_argument, 0, 'd'},
+                                         {"threads", required_argument, 0, 't'}, {"out", required_argument, 0, 'o'},
+                                         {"predictions", required_argument, 0, 'p'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int json = 0;
+    const char *data_dir = NULL, *out = NULL, *pred_path = NULL;
+    uint64_t threads = 0;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'j': json = 1; break;
+        case 'd': data_dir = optarg; break;
+        case 'o': out = optarg; break;
+        case 'p': pred_path = optarg; break;
+        case 't':
+            if (parse_u64(optarg, &threads) || threads < 1 || threads > 256) return fail("--threads: expected 1..256, got '%s'", optarg);
+            break;
+        case 'h':
+            printf("usage: fmnist-train eval FILE.safetensors [--json] [--out FILE.json] [--predictions FILE.csv]\n"
+                   "                        [--data DIR] [--threads N]\n\n"
+                   "Evaluates a weight file on the 10,000 Fashion-MNIST test images: loss, accuracy,\n"
+                   "confusion matrix, per-class precision/recall/F1.\n"
+                   "  --json             print JSON instead of text\n"
+                   "  --out FILE         also write the JSON report to FILE (atomically)\n"
+                   "  --predictions FILE write index,true,predicted,confidence per test image (CSV)\n"
+                   "  --data DIR         data directory (default: $FMNIST_DATA or %s)\n"
+                   "  --threads N        threads (default: all %zu cores)\n", FM_DEFAULT_DATA_DIR, fm_cpu_count());
+            return 0;
+        default: return fail("eval: unknown option (see fmnist-train eval --help)");
+        }
+    }
+    if (optind != argc - 1) return fail("eval: expected exactly one weight file (see fmnist-train eval --help)");
+    const char *path = argv[optind];
+    fm_error err;
+    fm_model m = {0};
+    if (fm_st_load(&m, path, NULL, &err)) return fail("%s", err.msg);
+    fm_dataset test;
+    if (fm_dataset_load_split(&test, fm_data_dir(data_dir), FM_SPLIT_TEST, &err)) {
+        fm_model_free(&m);
+        return fail("%s", err.msg);
+    }
+    fm_pool pool;
+    int rc = 1;
+    uint8_t *pred = malloc(test.n);
+    float *probs = malloc(test.n * FM_N_CLASSES * sizeof(float));
+    if (!pred || !probs) {
+        fail("out of memory");
+        goto done0;
+    }
+    if (fm_pool_create(&pool, &m.arch, threads ? threads : fm_cpu_count(), 256, &err)) {
+        fail("%s", err.msg);
+        goto done0;
+    }
+    fm_eval e;
+    fm_pool_evaluate(&pool, m.params, &test, &e, pred, probs);
+    cJSON *j = eval_json(&e, 1);
+    cJSON_AddStringToObject(j, "weights", path);
+    cJSON_AddStringToObject(j, "model", m.arch.name);
+    cJSON_AddStringToObject(j, "sha256", m.sha256);
+    cJSON_AddStringToObject(j, "split", "test");
+    if (json) {
+        char *s = cJSON_Print(j);
+        if (s) puts(s);
+        free(s);
+    } else {
+        print_eval(path, &e);
+    }
+    rc = 0;
+    if (out && write_json(out, j, &err)) rc = fail("%s", err.msg);
+    cJSON_Delete(j);
+    if (pred_path) {
+        size_t cap = test.n * 48 + 64, len = 0;
+        char *csv = malloc(cap);
+        if (!csv) {
+            rc = fail("out of memory");
+        } else {
+            len += (size_t)snprintf(csv, cap, "index,true,predicted,confidence\n");
+            for (size_t i = 0; i < test.n; i++)
+                len += (size_t)snprintf(csv + len, cap - len, "%zu,%u,%u,%.6f\n", i, test.labels[i], pred[i],
+                                        (double)probs[i * FM_N_CLASSES + pred[i]]);
+            fm_chunk c1 = {csv, len};
+            if (fm_write_atomic(pred_path, &c1, 1, &err)) rc = fail("%s", err.msg);
+            free(csv);
+        }
+    }
+    fm_pool_destroy(&pool);
+done0:
+    free(pred);
+    free(probs);
+    fm_dataset_free(&test);
+    fm_model_free(&m);
+    return rc;
+}
+
+/* --------------------------------------------------------------- summary */
+
+static int cmd_summary(int argc, char **argv) {
+    if (argc != 2 || strcmp(argv[1], "--help") == 0) {
+        printf("usage: fmnist-train summary NAME|FILE.safetensors|ARCH.json\n\n"
+               "Prints the Keras-like layer table (layer, output shape, params, totals).\n"
+               "NAME is one of mlp2, mlp3, cnn1, cnn2, cnn3.\n");
+        return argc == 2 ? 0 : 1;
+    }
+    const char *what = argv[1];
+    fm_error err;
+    fm_arch a;
+    size_t n = strlen(what);
+    if (n > 12 && strcmp(what + n - 12, ".safetensors") == 0) {
+        fm_model m = {0};
+        if (fm_st_load(&m, what, NULL, &err)) return fail("%s", err.msg);
+        fm_arch_summary(&m.arch, stdout);
+        const char *metrics = fm_model_meta(&m, "metrics");
+        if (metrics) printf("metrics: %s\n", metrics);
+        const char *training = fm_model_meta(&m, "training");
+        if (training) printf("training: %s\n", training);
+        printf("sha256: %s\n", m.sha256);
+        fm_model_free(&m);
+        return 0;
+    }
+    if (strchr(what, '/') || strstr(what, ".json")) {
+        if (fm_arch_from_file(&a, what, &err)) return fail("%s", err.msg);
+    } else if (fm_arch_named(&a, what, &err)) {
+        return fail("%s", err.msg);
+    }
+    fm_arch_summary(&a, stdout);
+    return 0;
+}
+
+/* ------------------------------------------------------------ train/grid */
+
+static void usage_train(FILE *f) {
+    fprintf(f,
+            "usage: fmnist-train train [flags]\n\n"
+            "  --model NAME|FILE    mlp2, mlp3, cnn1, cnn2, cnn3, or an architecture .json (default: mlp2)\n"
+            "  --optimizer adam|sgd default per model: mlp2/mlp3/cnn3 adam, cnn1/cnn2 sgd\n"
+            "  --lr X               learning rate (default per model: mlp2 1e-3, mlp3 1e-4, cnn1/cnn2 1e-2, cnn3 1e-3)\n"
+            "  --momentum X         SGD momentum (default: 0.9 for cnn1/cnn2, else 0)\n"
+            "  --batch N            batch size (default per model: mlp2 512, mlp3 128, cnns 64)\n"
+            "  --epochs N           maximum epochs (default: 100)\n"
+            "  --patience N         early stopping on val_loss, restoring the best epoch (default: 10; 0 = off)\n"
+            "  --plateau N          halve the learning rate after N epochs without val_loss improvement (default: 0 = off)\n"
+            "  --plateau-factor X   factor for --plateau (default: 0.5)\n"
+            "  --min-lr X           lower bound for --plateau (default: 1e-6)\n"
+            "  --val N              validation examples, the last N of the training file (default: 6000)\n"
+            "  --limit N            train on the first N training examples only (default: all)\n"
+            "  --seed N             random seed for initialisation, shuffling, dropout (default: 42)\n"
+            "  --threads N          worker threads (default: all %zu cores)\n"
+            "  --out FILE           weights (default: weights/MODEL.safetensors); the history JSON and the\n"
+            "                       test-set eval JSON are written beside it (MODEL.history.json, MODEL.eval.json)\n"
+            "  --checkpoint FILE    checkpoint (default: beside --out, MODEL.ckpt), written every epoch and on\n"
+            "                       Ctrl-C / SIGTERM; removed when training finishes\n"
+            "  --resume             continue from the checkpoint (same flags required)\n"
+            "  --data DIR           data directory (default: $FMNIST_DATA or %s)\n"
+            "  --quiet              no progress output\n",
+            fm_cpu_count(), FM_DEFAULT_DATA_DIR);
+}
+
+enum { O_MODEL = 256, O_OPT, O_LR, O_MOM, O_BATCH, O_EPOCHS, O_PATIENCE, O_VAL, O_SEED, O_THREADS, O_OUT,
+       O_DATA, O_CKPT, O_RESUME, O_LIMIT, O_PLATEAU, O_PFACTOR, O_MINLR, O_QUIET, O_HELP, O_GRIDOUT };
+
+static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_out) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL},   {"optimizer", required_argument, 0, O_OPT},
+        {"lr", required_argument, 0, O_LR},         {"momentum", required_argument, 0, O_MOM},
+        {"batch", required_argument, 0, O_BATCH},   {"epochs", required_argument, 0, O_EPOCHS},
+        {"patience", required_argument, 0, O_PATIENCE}, {"val", required_argument, 0, O_VAL},
+        {"seed", required_argument, 0, O_SEED},     {"threads", required_argument, 0, O_THREADS},
+        {"out", required_argument, 0, O_OUT},       {"data", required_argument, 0, O_DATA},
+        {"checkpoint", required_argument, 0, O_CKPT}, {"resume", no_argument, 0, O_RESUME},
+        {"limit", required_argument, 0, O_LIMIT},   {"plateau", required_argument, 0, O_PLATEAU},
+        {"plateau-factor", required_argument, 0, O_PFACTOR}, {"min-lr", required_argument, 0, O_MINLR},
+        {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, O_HELP},
+        {"grid-out", required_argument, 0, O_GRIDOUT}, {0, 0, 0, 0}};
+    *c = (cfg){.model = "mlp2", .opt = -1, .lr = 0, .momentum = -1, .epochs = 100, .patience = 10,
+               .val = FM_DEFAULT_N_VAL, .seed = 42, .plateau_factor = 0.5, .min_lr = 1e-6};
+    int ch;
+    uint64_t u;
+    double x;
+    optind = 1;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case O_MODEL: c->model = optarg; break;
+        case O_OPT:
+            c->opt = fm_optim_parse(optarg);
+            if (c->opt < 0) return fail("--optimizer: expected adam or sgd, got '%s'", optarg);
+            break;
+        case O_LR:
+            if (parse_double(optarg, &x) || !(x > 0 && x < 10)) return fail("--lr: expected a number in (0, 10), got '%s'", optarg);
+            c->lr = x;
+            break;
+        case O_MOM:
+            if (parse_double(optarg, &x) || !(x >= 0 && x < 1)) return fail("--momentum: expected a number in [0, 1), got '%s'", optarg);
+            c->momentum = x;
+            break;
+        case O_BATCH:
+            if (parse_u64(optarg, &u) || u < 1 || u > 65536) return fail("--batch: expected 1..65536, got '%s'", optarg);
+            c->batch = (size_t)u;
+            break;
+        case O_EPOCHS:
+            if (parse_u64(optarg, &u) || u < 1 || u > 100000) return fail("--epochs: expected 1..100000, got '%s'", optarg);
+            c->epochs = (int)u;
+            break;
+        case O_PATIENCE:
+            if (parse_u64(optarg, &u) || u > 100000) return fail("--patience: expected 0..100000, got '%s'", optarg);
+            c->patience = (int)u;
+            break;
+        case O_VAL:
+            if (parse_u64(optarg, &u) || u > 59999) return fail("--val: expected 0..59999, got '%s'", optarg);
+            c->val = (size_t)u;
+            break;
+        case O_LIMIT:
+            if (parse_u64(optarg, &u) || u < 1) return fail("--limit: expected a positive count, got '%s'", optarg);
+            c->limit = (size_t)u;
+            break;
+        case O_SEED:
+            if (parse_u64(optarg, &u)) return fail("--seed: expected a non-negative integer, got '%s'", optarg);
+            if (u > (1ull << 53)) return fail("--seed: at most 2^53 (it is recorded in JSON)");
+            c->seed = u;
+            break;
+        case O_THREADS:
+            if (parse_u64(optarg, &u) || u < 1 || u > 256) return fail("--threads: expected 1..256, got '%s'", optarg);
+            c->threads = (size_t)u;
+            break;
+        case O_PLATEAU:
+            if (parse_u64(optarg, &u) || u > 1000) return fail("--plateau: expected 0..1000, got '%s'", optarg);
+            c->plateau_patience = (int)u;
+            break;
+        case O_PFACTOR:
+            if (parse_double(optarg, &x) || !(x > 0 && x < 1)) return fail("--plateau-factor: expected a number in (0, 1), got '%s'", optarg);
+            c->plateau_factor = x;
+            break;
+        case O_MINLR:
+            if (parse_double(optarg, &x) || !(x >= 0)) return fail("--min-lr: expected a non-negative number, got '%s'", optarg);
+            c->min_lr = x;
+            break;
+        case O_OUT: c->out = optarg; break;
+        case O_DATA: c->data = optarg; break;
+        case O_CKPT: c->checkpoint = optarg; break;
+        case O_RESUME: c->resume = 1; break;
+        case O_QUIET: c->quiet = 1; break;
+        case O_GRIDOUT:
+            if (!grid_out) return fail("unknown flag --grid-out (see --help)");
+            *grid_out = optarg;
+            break;
+        case O_HELP: return -1;
+        case '?':
+        default:
+            if (optopt) return fail("flag --%s needs a value (see --help)", opts[0].name ? argv[optind - 1] + 2 : "");
+            return fail("unknown flag '%s' (see --help)", argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return fail("unexpected argument '%s' (see --help)", argv[optind]);
+    return 0;
+}
+
+static int cmd_train(int argc, char **argv) {
+    cfg c;
+    int pr = parse_train_flags(argc, argv, &c, NULL);
+    if (pr < 0) {
+        usage_train(stdout);
+        return 0;
+    }
+    if (pr) return pr;
+    fm_error err;
+    data d;
+    if (load_data(&d, fm_data_dir(c.data), c.val, c.limit, 1, &err)) return fail("%s", err.msg);
+    result r;
+    int rc = run_train(&c, &d, &r, !c.quiet);
+    free_data(&d);
+    return rc;
+}
+
+static int cmd_grid(int argc, char **argv) {
+    cfg c;
+    const char *grid_out = NULL;
+    int pr = parse_train_flags(argc, argv, &c, &grid_out);
+    if (pr < 0) {
+        printf("usage: fmnist-train grid --model mlp2|mlp3 [--grid-out PREFIX] [train flags]\n\n"
+               "The study's hyper-parameter search: optimiser {Adam lr 1e-3, 1e-4; SGD lr 0.1, 0.01} x\n"
+               "batch {128, 256, 512}, each run with early stopping (--patience, default 10). Writes\n"
+               "PREFIX.md and PREFIX.csv (default PREFIX: weights/grid-MODEL) with the study's columns,\n"
+               "sorted by validation accuracy; the winner is chosen by validation accuracy, never by test\n"
+               "accuracy. Each run's weights go to PREFIX-runs/. Other train flags (--seed, --threads,\n"
+               "--epochs, --limit, --val, --data) apply to every run.\n");
+        return 0;
+    }
+    if (pr) return pr;
+    fm_error err;
+    data d;
+    if (load_data(&d, fm_data_dir(c.data), c.val, c.limit, 1, &err)) return fail("%s", err.msg);
+    char prefix[512], runs_dir[600], md[600], csv[600];
+    snprintf(prefix, sizeof prefix, "%s", grid_out ? grid_out : "");
+    if (!grid_out) snprintf(prefix, sizeof prefix, "weights/grid-%s", c.model);
+    snprintf(runs_dir, sizeof runs_dir, "%s-runs", prefix);
+    snprintf(md, sizeof md, "%s.md", prefix);
+    snprintf(csv, sizeof csv, "%s.csv", prefix);
+    if (mkdir(runs_dir, 0755) && errno != EEXIST) {
+        free_data(&d);
+        return fail("%s: cannot create: %s", runs_dir, strerror(errno));
+    }
+    static const struct { int opt; double lr; } opts[] = {
+        {FM_OPT_ADAM, 1e-3}, {FM_OPT_ADAM, 1e-4}, {FM_OPT_SGD, 1e-1}, {FM_OPT_SGD, 1e-2}};
+    static const size_t batches[] = {128, 256, 512};
+    struct row { int opt; double lr; size_t batch; result r; } rows[12];
+    int n_rows = 0, rc = 0;
+    double t0 = now_s();
+    for (size_t i = 0; i < 4 && rc == 0; i++)
+        for (size_t b = 0; b < 3 && rc == 0; b++) {
+            cfg rc_cfg = c;
+            rc_cfg.opt = opts[i].opt;
+            rc_cfg.lr = opts[i].lr;
+            rc_cfg.momentum = 0.0;
+            rc_cfg.batch = batches[b];
+            char out[700];
+            snprintf(out, sizeof out, "%s/%s-%s-%g-%zu.safetensors", runs_dir, c.model,
+                     fm_optim_name((fm_opt_kind)opts[i].opt), opts[i].lr, batches[b]);
+            rc_cfg.out = out;
+            rc_cfg.checkpoint = NULL;
+            /* a finished run is not repeated: its weights carry its metrics */
+            fm_model prev = {0};
+            if (c.resume && fm_st_load(&prev, out, NULL, &err) == 0) {
+                fm_model_free(&prev);
+                rc_cfg.resume = 0;
+            } else {
+                char *ck = sibling(out, ".ckpt");
+                rc_cfg.resume = c.resume && ck && access(ck, F_OK) == 0;
+                free(ck);
+            }
+            printf("\n== grid run %d/12: %s lr %g batch %zu ==\n", n_rows + 1,
+                   fm_optim_name((fm_opt_kind)opts[i].opt), opts[i].lr, batches[b]);
+            fflush(stdout);
+            struct row *row = &rows[n_rows];
+            row->opt = opts[i].opt, row->lr = opts[i].lr, row->batch = batches[b];
+            fm_model done_model = {0};
+            if (c.resume && !rc_cfg.resume && fm_st_load(&done_model, out, NULL, &err) == 0) {
+                /* recover the finished run's numbers from its metadata */
+                cJSON *mj = cJSON_Parse(fm_model_meta(&done_model, "metrics") ? fm_model_meta(&done_model, "metrics") : "{}");
+                memset(&row->r, 0, sizeof row->r);
+                row->r.train.loss = jnum(mj, "train_loss"), row->r.train.accuracy = jnum(mj, "train_accuracy");
+                row->r.val.loss = jnum(mj, "val_loss"), row->r.val.accuracy = jnum(mj, "val_accuracy");
+                row->r.test.loss = jnum(mj, "test_loss"), row->r.test.accuracy = jnum(mj, "test_accuracy");
+                row->r.has_test = 1;
+                cJSON_Delete(mj);
+                fm_model_free(&done_model);
+                printf("already finished: %s\n", out);
+            } else {
+                rc = run_train(&rc_cfg, &d, &row->r, !c.quiet);
+            }
+            if (rc == 0) n_rows++;
+        }
+    free_data(&d);
+    if (rc) return rc;
+    /* sort by validation accuracy, descending (stable: ties keep grid order) */
+    for (int i = 1; i < n_rows; i++)
+        for (int k = i; k > 0 && rows[k].r.val.accuracy > rows[k - 1].r.val.accuracy; k--) {
+            struct row t = rows[k];
+            rows[k] = rows[k - 1];
+            rows[k - 1] = t;
+        }
+    size_t cap = 16384, ml = 0, cl = 0;
+    char *mdt = malloc(cap), *csvt = malloc(cap);
+    if (!mdt || !csvt) {
+        free(mdt);
+        free(csvt);
+        return fail("out of memory");
+    }
+    ml += (size_t)snprintf(mdt + ml, cap - ml,
+                           "# Grid search: %s\n\nEach run: early stopping on val_loss (patience %d, best weights restored), "
+                           "seed %llu, %zu training / %zu validation examples. Sorted by **validation accuracy**; "
+                           "the winner is chosen by validation accuracy, never by test accuracy (the study picked by "
+                           "test accuracy). Command: `fmnist-train grid --model %s --seed %llu`. Total time %.0f s.\n\n"
+                           "| Optimizer | Learning_Rate | Batch_Size | Train_Loss | Val_Loss | Test_Loss | Train_Accuracy | "
+                           "Val_Accuracy | Test_Accuracy |\n|---|---|---|---|---|---|---|---|---|\n",
+                           c.model, c.patience, (unsigned long long)c.seed, d.train.n, d.val.n, c.model,
+                           (unsigned long long)c.seed, now_s() - t0);
+    cl += (size_t)snprintf(csvt + cl, cap - cl,
+                           "Optimizer,Learning_Rate,Batch_Size,Train_Loss,Val_Loss,Test_Loss,Train_Accuracy,Val_Accuracy,Test_Accuracy\n");
+    for (int i = 0; i < n_rows; i++) {
+        const struct row *w = &rows[i];
+        const char *on = w->opt == FM_OPT_ADAM ? "Adam" : "SGD";
+        ml += (size_t)snprintf(mdt + ml, cap - ml, "| %s%s | %.4f | %zu | %.6f | %.6f | %.6f | %.6f | %.6f | %.4f |\n",
+                               on, i == 0 ? " (selected)" : "", w->lr, w->batch, w->r.train.loss, w->r.val.loss,
+                               w->r.test.loss, w->r.train.accuracy, w->r.val.accuracy, w->r.test.accuracy);
+        cl += (size_t)snprintf(csvt + cl, cap - cl, "%s,%.4f,%zu,%.6f,%.6f,%.6f,%.6f,%.6f,%.4f\n", on, w->lr, w->batch,
+                               w->r.train.loss, w->r.val.loss, w->r.test.loss, w->r.train.accuracy,
+                               w->r.val.accuracy, w->r.test.accuracy);
+    }
+    if (n_rows)
+        ml += (size_t)snprintf(mdt + ml, cap - ml,
+                               "\nSelected by validation accuracy: %s lr %g batch %zu (val accuracy %.4f, test accuracy %.4f).\n",
+                               rows[0].opt == FM_OPT_ADAM ? "Adam" : "SGD", rows[0].lr, rows[0].batch,
+                               rows[0].r.val.accuracy, rows[0].r.test.accuracy);
+    fm_chunk a = {mdt, ml}, b = {csvt, cl};
+    if (fm_write_atomic(md, &a, 1, &err) || fm_write_atomic(csv, &b, 1, &err)) rc = fail("%s", err.msg);
+    else printf("\n%s\nwrote %s and %s\n", mdt, md, csv);
+    free(mdt);
+    free(csvt);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: fmnist-train COMMAND [flags]   (fmnist-train COMMAND --help for its flags)\n\n"
+               "commands:\n"
+               "  train    train one network (mlp2, mlp3, cnn1, cnn2, cnn3 or an architecture file)\n"
+               "  grid     the study's hyper-parameter grid for mlp2 / mlp3, Markdown + CSV tables\n"
+               "  eval     evaluate a weight file on the test set (text or --json)\n"
+               "  summary  Keras-like layer table of a named architecture or weight file\n"
+               "  eda      data overview: counts, shapes, pixel range, class balance, sample grid PNG\n"
+               "  version  print the version\n\n"
+               "Data: $FMNIST_DATA or --data DIR, default %s (Debian package dataset-fashion-mnist).\n",
+               FM_DEFAULT_DATA_DIR);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("fmnist-train %s (gemm kernel: %s)\n", FM_VERSION, fm_gemm_kernel_name());
+        return 0;
+    }
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "grid") == 0) return cmd_grid(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "summary") == 0) return cmd_summary(argc - 1, argv + 1);
+    if (strcmp(cmd, "eda") == 0) return fm_eda_main(argc - 1, argv + 1);
+    fprintf(stderr, "fmnist-train: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,56 @@
+/* http.h - the libmicrohttpd edge of fmnist-serve.
+ *
+ * Starts the daemon (thread pool, epoll), gathers each request's body under
+ * cfg->max_body_bytes, hands an srv_request to srv_handle() on the worker
+ * thread, turns the srv_response into bytes, logs one line per request and
+ * counts it in the metrics.  It also enforces what libmicrohttpd does not:
+ * a whole-request deadline (http_tick), a header-size cap answered in JSON,
+ * and a drain that closes idle keep-alive connections.
+ *
+ * Threads: http_start, http_tick, http_quiesce, http_connections and
+ * http_stop are called from one controlling thread (main's signal loop);
+ * everything else runs on libmicrohttpd's workers. */
+#ifndef HTTP_H
+#define HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "srv.h"
+
+/* Headers (names + values + the request target) larger than this are
+ * answered 431 in JSON; libmicrohttpd's per-connection memory pool
+ * (HTTP_CONN_MEMORY) is sized so that such a request still reaches us. */
+#define HTTP_MAX_HEADER_BYTES ((size_t)64 * 1024)
+/* Request targets longer than this are answered 414 in JSON. */
+#define HTTP_MAX_URI_BYTES ((size_t)8 * 1024)
+/* libmicrohttpd's per-connection memory pool.  A request head that does
+ * not fit gets the library's own (HTML) error page, so it is several times
+ * HTTP_MAX_HEADER_BYTES; the pages of a pool are only touched as used. */
+#define HTTP_CONN_MEMORY ((size_t)320 * 1024)
+
+typedef struct http_server http_server;
+
+/* Binds ctx->cfg->host:port and starts the worker threads.  ctx must stay
+ * valid until http_stop.  Returns NULL and a message in err on failure. */
+http_server *http_start(srv_ctx *ctx, char *err, size_t errsz);
+/* The port actually bound (the ephemeral one when cfg->port is 0). */
+uint16_t http_port(const http_server *s);
+/* Number of worker threads. */
+unsigned http_threads(const http_server *s);
+/* Enforces the request deadline (and, once ctx->draining is set, closes
+ * connections with no request in progress).  Call every ~250 ms. */
+void http_tick(http_server *s);
+/* Stops accepting new connections; open ones are still served. */
+void http_quiesce(http_server *s);
+/* Open client connections. */
+unsigned http_connections(http_server *s);
+/* Stops the daemon (closing whatever is still open) and frees s. */
+void http_stop(http_server *s);
+
+/* Writes path to out (outsz >= 8) with control characters, blanks, '"',
+ * '\\' and bytes >= 0x7f escaped as %XX, cut at outsz - 1 bytes with "..."
+ * when longer: safe to print in a log line. */
+void http_log_sanitize(const char *path, size_t len, char *out, size_t outsz);
+
+#endif

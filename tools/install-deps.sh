@@ -1,0 +1,54 @@
+#!/bin/sh
+# install-deps.sh - installs the Debian packages fmnist needs, only those
+# missing, so a second run costs a dpkg query and nothing else.
+#
+#   tools/install-deps.sh [build] [runtime] [test] [bench]
+#
+#   build    compilers, meson, headers (default when no group is named)
+#   runtime  shared libraries fmnist-serve needs at run time
+#   test     build + clang, sanitizer runtimes, curl (the test suite)
+#   bench    python3-torch and friends for docs/BENCHMARKS.md
+#   data     the Fashion-MNIST data set (part of build and test)
+#
+# Used by the README's quick start, .ci/run and the Dockerfile.
+set -eu
+
+groups="$*"
+[ -n "$groups" ] || groups=build
+
+pkgs=""
+for g in $groups; do
+    case "$g" in
+    build) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist" ;;
+    runtime) pkgs="$pkgs zlib1g libcjson1 libpng16-16 libmicrohttpd12 ca-certificates" ;;
+    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist clang libclang-rt-14-dev curl python3" ;;
+    bench) pkgs="$pkgs python3 python3-torch python3-numpy libopenblas0-pthread hyperfine" ;;
+    data) pkgs="$pkgs dataset-fashion-mnist" ;;
+    *) echo "install-deps.sh: unknown group '$g' (build, runtime, test, bench, data)" >&2; exit 2 ;;
+    esac
+done
+
+missing=""
+for p in $pkgs; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    case "$status" in
+    *"install ok installed"*) ;;
+    *) case " $missing " in *" $p "*) ;; *) missing="$missing $p" ;; esac ;;
+    esac
+done
+
+if [ -z "$missing" ]; then
+    echo "install-deps: all packages present ($groups)"
+    exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root (or sudo) to install:$missing" >&2; exit 1; }
+    sudo=sudo
+fi
+echo "install-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# shellcheck disable=SC2086
+$sudo apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,72 @@
+#!/bin/sh
+# test.sh - sets up and runs every test of fmnist (the README's test command;
+# .ci/run calls it).
+#
+#   1. installs the Debian packages the tests need (only the missing ones)
+#   2. release build with gcc: unit tests (Check, via meson test)
+#   3. AddressSanitizer + UndefinedBehaviorSanitizer build with gcc: unit tests again
+#   4. clang build: must compile cleanly (warnings are errors)
+#
+# Build directories: build/ (release), build-asan/, build-clang/.
+set -eu
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+tools/install-deps.sh test
+
+passed=0
+failed=0
+failures=""
+
+setup() { # DIR ARGS...
+    dir="$1"; shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson setup --reconfigure "$dir" "$@" >/dev/null
+    else
+        meson setup "$dir" "$@" >/dev/null
+    fi
+}
+
+# Runs meson test in DIR and adds its counts to the totals.
+unit() { # DIR LABEL
+    echo "== unit tests ($2)"
+    log="$1/meson-logs/testlog.txt"
+    if meson test -C "$1" --print-errorlogs --num-processes 2 --suite unit; then rc=0; else rc=$?; fi
+    ok=$(grep -c '^ *[0-9]*/[0-9]* .* OK ' "$1/meson-logs/testlog.txt" 2>/dev/null || true)
+    summary=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$1/meson-logs/testlog.txt" | tail -n 1)
+    bad=$(sed -n 's/^Fail: *\([0-9]*\).*/\1/p' "$1/meson-logs/testlog.txt" | tail -n 1)
+    to=$(sed -n 's/^Timeout: *\([0-9]*\).*/\1/p' "$1/meson-logs/testlog.txt" | tail -n 1)
+    : "$ok" "$log"
+    passed=$((passed + ${summary:-0}))
+    failed=$((failed + ${bad:-0} + ${to:-0}))
+    if [ "$rc" -ne 0 ]; then
+        failures="$failures $2"
+        [ "${bad:-0}" -eq 0 ] && [ "${to:-0}" -eq 0 ] && failed=$((failed + 1))
+    fi
+}
+
+echo "== release build (gcc)"
+setup build --buildtype=release
+ninja -C build
+unit build release
+
+echo "== sanitizer build (gcc, ASan + UBSan)"
+setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+ninja -C build-asan
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 unit build-asan asan+ubsan
+
+echo "== clang build (compile only)"
+if CC=clang setup build-clang --buildtype=debugoptimized && ninja -C build-clang; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    failures="$failures clang-build"
+fi
+
+cd "$root"
+echo
+if [ "$failed" -ne 0 ]; then
+    echo "FAILED:$failures"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
