@@ -322,7 +322,7 @@ static int find_data_file(char *path, const char *dir, const char *name,
     if (len < 0 || (size_t)len >= IDX_PATH_MAX)
         return fm_seterr(err, "data directory path too long: %s", dir);
     if (stat(path, &st) == 0) return 0;
-    snprintf(path, IDX_PATH_MAX, "%s/%s", dir, name); /* shorter: fits */
+    path[len - 3] = '\0'; /* drop ".gz" */
     if (stat(path, &st) == 0) return 0;
     return fm_seterr(err, "%s/%s.gz not found (nor %s without .gz); " INSTALL_HINT,
                      dir, name, name);

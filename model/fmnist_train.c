@@ -56,6 +56,7 @@ typedef struct cfg {
     double min_lr;
     int quiet;
     int no_test;             /* skip the final test-set evaluation */
+    int monitor_acc;         /* early stopping / best epoch on val_accuracy instead of val_loss */
 } cfg;
 
 static const struct {
@@ -191,7 +192,7 @@ static cJSON *config_json(const cfg *c, const fm_arch *a, size_t threads, size_t
     cJSON_AddNumberToObject(j, "batch_size", (double)c->batch);
     cJSON_AddNumberToObject(j, "max_epochs", c->epochs);
     cJSON_AddNumberToObject(j, "patience", c->patience);
-    cJSON_AddStringToObject(j, "monitor", "val_loss");
+    cJSON_AddStringToObject(j, "monitor", c->monitor_acc ? "val_accuracy" : "val_loss");
     cJSON_AddNumberToObject(j, "plateau_patience", c->plateau_patience);
     cJSON_AddNumberToObject(j, "plateau_factor", c->plateau_factor);
     cJSON_AddNumberToObject(j, "min_lr", c->min_lr);
@@ -279,6 +280,7 @@ static int ckpt_load(const char *path, const cJSON *config, run_state *s, fm_opt
     s->run_seen = (size_t)jnum(j, "run_seen");
     s->best_epoch = (int)jnum(j, "best_epoch");
     s->best_val_loss = jnum(j, "best_val_loss");
+    if (!isfinite(s->best_val_loss)) s->best_val_loss = INFINITY; /* JSON has no infinity: none yet */
     s->since_best = (int)jnum(j, "since_best");
     s->plateau_wait = (int)jnum(j, "plateau_wait");
     s->lr = jnum(j, "lr");
@@ -489,9 +491,11 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         cJSON_AddNumberToObject(h, "seconds", epoch_s);
         cJSON_AddNumberToObject(h, "train_seconds", train_s);
         cJSON_AddItemToArray(s.history, h);
-        int improved = ve.loss < s.best_val_loss;
+        /* the monitored value, lower is better: val_loss or -val_accuracy */
+        double score = c.monitor_acc ? -ve.accuracy : ve.loss;
+        int improved = score < s.best_val_loss;
         if (improved) {
-            s.best_val_loss = ve.loss;
+            s.best_val_loss = score;
             s.best_epoch = s.epoch;
             s.since_best = 0;
             s.plateau_wait = 0;
@@ -515,7 +519,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
             double nl = s.lr * c.plateau_factor;
             s.lr = nl < c.min_lr ? c.min_lr : nl;
             s.plateau_wait = 0;
-            if (verbose) printf("  val_loss has not improved for %d epochs: learning rate -> %.3g\n", c.plateau_patience, s.lr);
+            if (verbose) printf("  %s has not improved for %d epochs: learning rate -> %.3g\n", c.monitor_acc ? "val_accuracy" : "val_loss", c.plateau_patience, s.lr);
         }
         s.batch = 0;
         s.run_loss = 0.0;
@@ -539,8 +543,8 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
             s.epoch++;
             stopped_early = 1;
             if (verbose)
-                printf("early stopping: val_loss has not improved for %d epochs; restoring epoch %d's weights\n",
-                       c.patience, s.best_epoch + 1);
+                printf("early stopping: %s has not improved for %d epochs; restoring epoch %d's weights\n",
+                       c.monitor_acc ? "val_accuracy" : "val_loss", c.patience, s.best_epoch + 1);
             break;
         }
     }
@@ -549,7 +553,8 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         goto done;
     }
     if (!stopped_early && verbose)
-        printf("reached --epochs %d; restoring the best epoch (%d) by val_loss\n", c.epochs, s.best_epoch + 1);
+        printf("reached --epochs %d; restoring the best epoch (%d) by %s\n", c.epochs, s.best_epoch + 1,
+               c.monitor_acc ? "val_accuracy" : "val_loss");
     memcpy(model.params, best, arch.n_params * sizeof(float));
     r->epochs_run = s.epoch;
     r->best_epoch = s.best_epoch + 1;
@@ -831,6 +836,8 @@ static void usage_train(FILE *f) {
             "  --batch N            batch size (default per model: mlp2 512, mlp3 128, cnns 64)\n"
             "  --epochs N           maximum epochs (default: 100)\n"
             "  --patience N         early stopping on val_loss, restoring the best epoch (default: 10; 0 = off)\n"
+            "  --monitor M          val_loss or val_accuracy: what early stopping, --plateau and the restored\n"
+            "                       best epoch follow (default: val_loss, as the study)\n"
             "  --plateau N          halve the learning rate after N epochs without val_loss improvement (default: 0 = off)\n"
             "  --plateau-factor X   factor for --plateau (default: 0.5)\n"
             "  --min-lr X           lower bound for --plateau (default: 1e-6)\n"
@@ -849,7 +856,7 @@ static void usage_train(FILE *f) {
 }
 
 enum { O_MODEL = 256, O_OPT, O_LR, O_MOM, O_BATCH, O_EPOCHS, O_PATIENCE, O_VAL, O_SEED, O_THREADS, O_OUT,
-       O_DATA, O_CKPT, O_RESUME, O_LIMIT, O_PLATEAU, O_PFACTOR, O_MINLR, O_QUIET, O_HELP, O_GRIDOUT };
+       O_DATA, O_CKPT, O_RESUME, O_LIMIT, O_PLATEAU, O_PFACTOR, O_MINLR, O_QUIET, O_HELP, O_GRIDOUT, O_MONITOR };
 
 static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_out) {
     static const struct option opts[] = {
@@ -863,7 +870,8 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
         {"limit", required_argument, 0, O_LIMIT},   {"plateau", required_argument, 0, O_PLATEAU},
         {"plateau-factor", required_argument, 0, O_PFACTOR}, {"min-lr", required_argument, 0, O_MINLR},
         {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, O_HELP},
-        {"grid-out", required_argument, 0, O_GRIDOUT}, {0, 0, 0, 0}};
+        {"grid-out", required_argument, 0, O_GRIDOUT}, {"monitor", required_argument, 0, O_MONITOR},
+        {0, 0, 0, 0}};
     *c = (cfg){.model = "mlp2", .opt = -1, .lr = 0, .momentum = -1, .epochs = 100, .patience = 10,
                .val = FM_DEFAULT_N_VAL, .seed = 42, .plateau_factor = 0.5, .min_lr = 1e-6};
     int ch;
@@ -932,6 +940,11 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
         case O_CKPT: c->checkpoint = optarg; break;
         case O_RESUME: c->resume = 1; break;
         case O_QUIET: c->quiet = 1; break;
+        case O_MONITOR:
+            if (strcmp(optarg, "val_loss") == 0) c->monitor_acc = 0;
+            else if (strcmp(optarg, "val_accuracy") == 0) c->monitor_acc = 1;
+            else return fail("--monitor: expected val_loss or val_accuracy, got '%s'", optarg);
+            break;
         case O_GRIDOUT:
             if (!grid_out) return fail("unknown flag --grid-out (see --help)");
             *grid_out = optarg;

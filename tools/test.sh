@@ -3,8 +3,9 @@
 # .ci/run calls it).
 #
 #   1. installs the Debian packages the tests need (only the missing ones)
-#   2. release build with gcc: unit tests (Check, via meson test)
-#   3. AddressSanitizer + UndefinedBehaviorSanitizer build with gcc: unit tests again
+#   2. release build with gcc: unit tests (Check) and integration tests (the
+#      real fmnist-serve on a loopback port, driven with curl), via meson test
+#   3. AddressSanitizer + UndefinedBehaviorSanitizer build with gcc: the same again
 #   4. clang build: must compile cleanly (warnings are errors)
 #
 # Build directories: build/ (release), build-asan/, build-clang/.
@@ -28,10 +29,16 @@ setup() { # DIR ARGS...
 }
 
 # Runs meson test in DIR and adds its counts to the totals.
-unit() { # DIR LABEL
-    echo "== unit tests ($2)"
-    log="$1/meson-logs/testlog.txt"
-    if meson test -C "$1" --print-errorlogs --num-processes 2 --suite unit; then rc=0; else rc=$?; fi
+unit() { # DIR LABEL [SUITE...]
+    dir="$1"; label="$2"; shift 2
+    [ $# -gt 0 ] || set -- unit
+    suites=""
+    for s in "$@"; do suites="$suites --suite $s"; done
+    echo "== tests ($label:$*)"
+    log="$dir/meson-logs/testlog.txt"
+    # shellcheck disable=SC2086
+    if meson test -C "$dir" --print-errorlogs --num-processes 2 $suites; then rc=0; else rc=$?; fi
+    set -- "$dir" "$label"
     ok=$(grep -c '^ *[0-9]*/[0-9]* .* OK ' "$1/meson-logs/testlog.txt" 2>/dev/null || true)
     summary=$(sed -n 's/^Ok: *\([0-9]*\).*/\1/p' "$1/meson-logs/testlog.txt" | tail -n 1)
     bad=$(sed -n 's/^Fail: *\([0-9]*\).*/\1/p' "$1/meson-logs/testlog.txt" | tail -n 1)
@@ -48,12 +55,12 @@ unit() { # DIR LABEL
 echo "== release build (gcc)"
 setup build --buildtype=release
 ninja -C build
-unit build release
+unit build release unit integration
 
 echo "== sanitizer build (gcc, ASan + UBSan)"
 setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 ninja -C build-asan
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 unit build-asan asan+ubsan
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 unit build-asan asan+ubsan unit integration
 
 echo "== clang build (compile only)"
 if CC=clang setup build-clang --buildtype=debugoptimized && ninja -C build-clang; then

@@ -27,7 +27,7 @@ run() { # NAME FLAGS...
 run mlp2 --epochs 200 --plateau 5
 run mlp3 --optimizer adam --lr 1e-3 --batch 512 --epochs 200 --plateau 5
 run cnn3 --epochs 150 --plateau 4
-run cnn1 --epochs 150 --plateau 4
+run cnn1 --epochs 150 --plateau 4 --monitor val_accuracy
 run cnn2 --epochs 150 --plateau 4
 for m in mlp2 mlp3; do
     if [ -f "weights/grid-$m.md" ]; then echo "== grid $m: done"; continue; fi
