@@ -145,7 +145,7 @@ int fm_arch_from_json(fm_arch *a, const char *json, fm_error *err) {
             }
         }
         if (L->type == FM_MAXPOOL2D) {
-            if (get_int(l, "kernel", 2, 1, 64, &L->kernel, li, err)) goto done;
+            if (get_int(l, "kernel", 2, 1, 15, &L->kernel, li, err)) goto done; /* arg-max is a uint8_t */
         }
         if (L->type == FM_DROPOUT) {
             const cJSON *p = cJSON_GetObjectItemCaseSensitive(l, "p");
