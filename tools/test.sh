@@ -58,7 +58,7 @@ ninja -C build
 unit build release unit integration
 
 echo "== sanitizer build (gcc, ASan + UBSan)"
-setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+setup build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
 ninja -C build-asan
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 unit build-asan asan+ubsan unit integration
 
