@@ -183,8 +183,11 @@ static const char ckpt_magic[8] = {'F', 'M', 'C', 'K', 'P', 'T', '0', '1'};
 static cJSON *config_json(const cfg *c, const fm_arch *a, size_t threads, size_t n_train, size_t n_val) {
     cJSON *j = cJSON_CreateObject();
     char *aj = fm_arch_to_json(a);
+    /* A parsed object, not cJSON_Raw: the checkpoint's copy comes back parsed,
+     * and cJSON_Compare never matches a raw item against an object. */
+    cJSON *ao = aj ? cJSON_Parse(aj) : NULL;
     cJSON_AddStringToObject(j, "model", a->name);
-    if (aj) cJSON_AddRawToObject(j, "architecture", aj);
+    if (ao) cJSON_AddItemToObject(j, "architecture", ao);
     free(aj);
     cJSON_AddStringToObject(j, "optimizer", fm_optim_name((fm_opt_kind)c->opt));
     cJSON_AddNumberToObject(j, "learning_rate", c->lr);
@@ -887,7 +890,7 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
             if (c->opt < 0) return fail("--optimizer: expected adam or sgd, got '%s'", optarg);
             break;
         case O_LR:
-            if (parse_double(optarg, &x) || !(x > 0 && x < 10)) return fail("--lr: expected a number in (0, 10), got '%s'", optarg);
+            if (parse_double(optarg, &x) || !(x > 0 && x <= 1e6)) return fail("--lr: expected a number in (0, 1e6], got '%s'", optarg);
             c->lr = x;
             break;
         case O_MOM:
