@@ -6,7 +6,8 @@
 #
 #   build    compilers, meson, headers (default when no group is named)
 #   runtime  shared libraries fmnist-serve needs at run time
-#   test     build + clang, sanitizer runtimes, curl (the test suite)
+#   test     build + clang, sanitizer runtimes, curl, nginx, chromium, wrk,
+#            valgrind, node/npm when absent (the whole test suite)
 #   bench    python3-torch and friends for docs/BENCHMARKS.md
 #   data     the Fashion-MNIST data set (part of build and test)
 #
@@ -21,8 +22,10 @@ for g in $groups; do
     case "$g" in
     build) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist" ;;
     runtime) pkgs="$pkgs zlib1g libcjson1 libpng16-16 libmicrohttpd12 ca-certificates" ;;
-    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist clang libclang-rt-14-dev curl python3" ;;
-    bench) pkgs="$pkgs python3 python3-torch python3-numpy libopenblas0-pthread hyperfine" ;;
+    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist clang libclang-rt-14-dev curl python3 nginx chromium wrk valgrind"
+        command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+        command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
+    bench) pkgs="$pkgs python3 python3-torch python3-numpy libopenblas0-pthread python3-fastapi uvicorn python3-multipart wrk" ;;
     data) pkgs="$pkgs dataset-fashion-mnist" ;;
     *) echo "install-deps.sh: unknown group '$g' (build, runtime, test, bench, data)" >&2; exit 2 ;;
     esac

@@ -3,8 +3,10 @@
 # .ci/run calls it).
 #
 #   1. installs the Debian packages the tests need (only the missing ones)
-#   2. release build with gcc: unit tests (Check) and integration tests (the
-#      real fmnist-serve on a loopback port, driven with curl), via meson test
+#   2. release build with gcc, then every meson test suite: unit (Check),
+#      integration (the real fmnist-serve on a loopback port, driven with
+#      curl), browser (headless Chromium via playwright-core), deploy (real
+#      nginx in front of two servers), soak (short load + reloads)
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build with gcc: the same again
 #   4. clang build: must compile cleanly (warnings are errors)
 #
@@ -14,6 +16,10 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 tools/install-deps.sh test
+# Browser-test tools from the committed lock file (playwright-core, pinned).
+if [ -f package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+fi
 
 passed=0
 failed=0
@@ -31,7 +37,6 @@ setup() { # DIR ARGS...
 # Runs meson test in DIR and adds its counts to the totals.
 unit() { # DIR LABEL [SUITE...]
     dir="$1"; label="$2"; shift 2
-    [ $# -gt 0 ] || set -- unit
     suites=""
     for s in "$@"; do suites="$suites --suite $s"; done
     echo "== tests ($label:$*)"
@@ -55,7 +60,7 @@ unit() { # DIR LABEL [SUITE...]
 echo "== release build (gcc)"
 setup build --buildtype=release
 ninja -C build
-unit build release unit integration
+unit build release
 
 echo "== sanitizer build (gcc, ASan + UBSan)"
 setup build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false
