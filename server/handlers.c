@@ -913,10 +913,11 @@ static void h_report(srv_ctx *ctx, const srv_request *req, srv_response *resp, c
     else if (strncmp(name, "grid-", 5) == 0 && ends_with(name, ".md")) type = "text/markdown; charset=utf-8";
     else if (strncmp(name, "grid-", 5) == 0 && ends_with(name, ".csv")) type = "text/csv; charset=utf-8";
     else if (strcmp(name, "eda-samples.png") == 0) type = "image/png";
+    else if (strcmp(name, "eda.json") == 0) type = "application/json";
     else if (strcmp(name, "README.md") == 0) type = "text/markdown; charset=utf-8";
     if (!type) {
         srv_error(resp, 404, "'%s' is not a report; reports are NAME.history.json, NAME.eval.json, grid-*.md, "
-                  "grid-*.csv, eda-samples.png and README.md", shown);
+                  "grid-*.csv, eda.json, eda-samples.png and README.md", shown);
         return;
     }
     const char *dir = ctx->cfg && ctx->cfg->weights_dir ? ctx->cfg->weights_dir : "weights";
