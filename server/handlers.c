@@ -229,12 +229,20 @@ void api_utf8_sanitize(char *s) {
 
 /* Pre-scan: depth and a count of separators outside strings, so a hostile
  * body can neither recurse deeply nor make cJSON allocate a node per byte
- * far beyond what a legitimate batch needs. */
+ * far beyond what a legitimate batch needs; and control bytes, which cJSON
+ * would let through. */
 static int json_prescan(const uint8_t *b, size_t len, size_t max_values, srv_response *resp) {
     size_t depth = 0, values = 0;
     int in_str = 0, esc = 0;
     for (size_t i = 0; i < len; i++) {
         uint8_t c = b[i];
+        if (c < 0x20 && (in_str || (c != ' ' && c != '\t' && c != '\r' && c != '\n'))) {
+            /* cJSON takes every byte <= 0x20 for white space (a NUL too)
+             * and raw control bytes inside strings; JSON allows neither. */
+            srv_error(resp, 400, "malformed JSON: control byte 0x%02x at byte %zu %s", c, i,
+                      in_str ? "inside a string (escape it)" : "(only space, tab, CR and LF separate values)");
+            return -1;
+        }
         if (in_str) {
             if (esc) esc = 0;
             else if (c == '\\') esc = 1;

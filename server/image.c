@@ -416,6 +416,50 @@ static const char *jpeg_check(const uint8_t *d, size_t n) {
     }
 }
 
+/* GIF: stb_image reads past the end of a cut file as zeros and "decodes" it.
+ * Walks the blocks up to the end of the first image's data sub-blocks (the
+ * frame stb decodes); NULL when they are all inside the file. */
+static const char *gif_check(const uint8_t *d, size_t n) {
+    static const char *const truncated = "truncated inside the first image";
+    if (n < 13)
+        return truncated;
+    size_t i = 13;
+    if (d[10] & 0x80) /* global color table */
+        i += (size_t)3 << ((d[10] & 7) + 1);
+    for (;;) {
+        if (i >= n)
+            return truncated;
+        uint8_t b = d[i++];
+        if (b == 0x3B)
+            return "no image before the trailer";
+        if (b == 0x2C) { /* image descriptor, local table, LZW code size */
+            if (n - i < 9)
+                return truncated;
+            uint8_t packed = d[i + 8];
+            i += 9;
+            if (packed & 0x80)
+                i += (size_t)3 << ((packed & 7) + 1);
+            i++; /* LZW minimum code size */
+        } else if (b == 0x21) { /* extension: label */
+            i++;
+        } else {
+            return "unknown block";
+        }
+        for (;;) { /* data sub-blocks up to the empty one */
+            if (i >= n)
+                return truncated;
+            size_t sz = d[i++];
+            if (sz == 0)
+                break;
+            if (sz > n - i)
+                return truncated;
+            i += sz;
+        }
+        if (b == 0x2C)
+            return NULL;
+    }
+}
+
 /* BMP: stb's info returns a top-down (negative) height as is and takes
  * abs(INT_MIN), and a short file decodes with zeros; read the header here.
  * On success *w, *h are the pixel size and *need the bytes the pixel rows
@@ -546,6 +590,11 @@ static int decode_stb(img_format fmt, const uint8_t *data, size_t len, size_t ma
             const char *why = jpeg_check(data, len);
             if (why)
                 return fail(err, errsz, IMG_CORRUPT, "JPEG is corrupt (%s)", why);
+        }
+        if (fmt == IMG_FMT_GIF) {
+            const char *why = gif_check(data, len);
+            if (why)
+                return fail(err, errsz, IMG_CORRUPT, "GIF is corrupt (%s)", why);
         }
         int iw, ih, ic;
         if (!stbi_info_from_memory(data, (int)len, &iw, &ih, &ic)) {
