@@ -75,6 +75,14 @@ else
     failures="$failures clang-build"
 fi
 
+echo "== fuzz smoke (libFuzzer, 20 s per target; fuzz/run.sh 600 for the long run)"
+if fuzz/run.sh 20; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    failures="$failures fuzz-smoke"
+fi
+
 cd "$root"
 echo
 if [ "$failed" -ne 0 ]; then
