@@ -301,6 +301,7 @@ static enum MHD_Result queue(http_server *s, struct MHD_Connection *c, http_req 
     add_header(mr, "X-Content-Type-Options", "nosniff");
     add_header(mr, MHD_HTTP_HEADER_ALLOW, resp->allow);
     add_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, resp->cache_control);
+    add_header(mr, MHD_HTTP_HEADER_ETAG, resp->etag);
     if (resp->cors_origin[0]) {
         add_header(mr, "Access-Control-Allow-Origin", resp->cors_origin);
         if (strcmp(resp->cors_origin, "*") != 0) add_header(mr, MHD_HTTP_HEADER_VARY, "Origin");
@@ -501,6 +502,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         .query = q ? q : "",
         .content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
         .origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin"),
+        .if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH),
         .body = r->len ? r->body : NULL,
         .body_len = r->len,
     };

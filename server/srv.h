@@ -120,6 +120,7 @@ typedef struct srv_request {
     const char *query;           /* raw query string without '?', "" when none */
     const char *content_type;    /* Content-Type header or NULL */
     const char *origin;          /* Origin header or NULL */
+    const char *if_none_match;   /* If-None-Match header or NULL (static files, reports) */
     const uint8_t *body;         /* request body (NULL when empty) */
     size_t body_len;
 } srv_request;
@@ -133,6 +134,7 @@ typedef struct srv_response {
     uint64_t file_size;
     char allow[64];              /* "Allow" header for 405 / OPTIONS ("" none) */
     char cache_control[64];      /* "" none */
+    char etag[48];               /* ETag of a file response ("" none) */
     char cors_origin[256];       /* Access-Control-Allow-Origin ("" none) */
     const char *route;           /* metrics label, from a fixed set ("other" for unknown paths) */
     char model[64];              /* model used ("" none) */

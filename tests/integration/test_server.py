@@ -245,6 +245,14 @@ def t_static(s, models, static_dir):
     r = curl(s.url("/index.html"), "-I")  # curl -I writes the head to the output: nothing may follow it
     expect(r.status == 200 and r.body.endswith(b"\r\n\r\n") and b"fmnist-test-page" not in r.body
            and int(r.headers.get("content-length", "0")) > 0, "HEAD: %r" % r)
+    # revalidation: every file carries an ETag; If-None-Match with it gives 304 and no body
+    r = curl(s.url("/index.html"))
+    tag = r.headers.get("etag", "")
+    expect(tag.startswith('"') and r.headers.get("cache-control") == "no-cache", "ETag/Cache-Control: %r" % r)
+    r = curl(s.url("/index.html"), "-H", "If-None-Match: " + tag)
+    expect(r.status == 304 and r.body == b"", "If-None-Match %s: %r" % (tag, r))
+    r = curl(s.url("/index.html"), "-H", 'If-None-Match: "other"')
+    expect(r.status == 200 and b"fmnist-test-page" in r.body, "stale If-None-Match: %r" % r)
     for path in ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2f..%2fetc%2fpasswd",
                  "/static/../../../../etc/passwd", "/%2E%2E/secret.txt", "/.hidden", "/%00"]:
         r = curl(s.url(path), "--path-as-is")
