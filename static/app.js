@@ -637,7 +637,7 @@ async function loadData() {
   const box = $('class-dist');
   let d;
   try {
-    d = await apiJSON('data/eda.json');
+    d = await apiJSON('v1/reports/eda.json');
   } catch (e) {
     box.replaceChildren(el('p', { text: 'The data overview could not be loaded.' }));
     reportError('Data overview', e);
@@ -667,7 +667,7 @@ async function main() {
   initUpload();
   initDrawing();
   $('cm-select').addEventListener('change', loadConfusion);
-  $('eda-img').addEventListener('error', () => showMessage('The sample grid image (data/eda-samples.png) could not be loaded.'));
+  $('eda-img').addEventListener('error', () => showMessage('The sample grid image (v1/reports/eda-samples.png) could not be loaded.'));
   loadData();
   try {
     await loadModels();
