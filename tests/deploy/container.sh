@@ -17,6 +17,9 @@
 #      /healthz, /readyz, the healthcheck command, /v1/models, the page,
 #      /v1/samples, a classification of real test images sent as PNGs (each
 #      must get its true label), fmnist-train eval inside the image
+#   4b. deploy/nginx.Dockerfile built and run with deploy/nginx.conf mounted
+#      (as in compose.yaml) in front of it: predictions and the page under
+#      /fmnist/, a 1 MiB body through nginx's temp files, a JSON 413
 #   5. podman stop -t 30 (SIGTERM): the server drains and exits 0
 #   6. removes the container and the test image (KEEP_IMAGE=1 keeps it)
 #
@@ -50,7 +53,8 @@ if [ -z "${CONTAINERS_CONF:-}" ]; then
 fi
 cleanup() {
     podman --runtime runc rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
-    [ "${KEEP_IMAGE:-0}" = 1 ] || podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
+    podman --runtime runc rm -f -t 0 "$NAME-proxy" >/dev/null 2>&1 || true
+    [ "${KEEP_IMAGE:-0}" = 1 ] || podman rmi -f "$IMAGE" "${IMAGE%:*}-proxy:test" >/dev/null 2>&1 || true
     [ "${KEEP_BASE:-1}" = 1 ] || podman rmi -f debian:bookworm-slim >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -142,7 +146,8 @@ t2=$(now)
 # --health-interval=disable: no systemd timer (none on CI machines); the
 # check below runs the image's HEALTHCHECK command by hand.
 podman --runtime runc run -d --name "$NAME" --network host --read-only --health-interval=disable \
-    -e FMNIST_HOST=127.0.0.1 -e FMNIST_PORT="$port" -e FMNIST_THREADS=2 "$IMAGE" >/dev/null
+    -e FMNIST_HOST=127.0.0.1 -e FMNIST_PORT="$port" -e FMNIST_THREADS=2 "$IMAGE" >/dev/null 2>"$WORK/run.err" \
+    || { cat "$WORK/run.err"; bad "podman run"; }
 up=0
 for _ in $(seq 1 100); do
     if curl -fsS -m 2 "$url/healthz" >/dev/null 2>&1; then up=1; break; fi
@@ -188,9 +193,43 @@ check "classification of real test PNGs" python3 "$WORK/classify.py" "$ROOT" "$u
 check "fmnist-train eval in the image" sh -c "podman --runtime runc run --rm --network none --read-only --no-healthcheck --entrypoint /usr/local/bin/fmnist-train '$IMAGE' \
     eval /usr/share/fmnist/weights/mlp2.safetensors | tee '$WORK/eval.txt' | tail -2; grep -qi accuracy '$WORK/eval.txt'"
 
+# ------------------------------------------------ 4b. the compose proxy
+# deploy/nginx.Dockerfile with deploy/nginx.conf mounted as in compose.yaml,
+# on the host network in front of the container above (compose itself needs
+# bridge networking with DNS, which these machines lack).
+PROXY=${IMAGE%:*}-proxy:test
+echo "== proxy image (deploy/nginx.Dockerfile) in front of it"
+t4=$(now)
+if podman build --isolation chroot --pull=never --format docker -t "$PROXY" -f "$ROOT/deploy/nginx.Dockerfile" \
+        "$ROOT/deploy" >"$WORK/proxy-build.log" 2>&1; then
+    ok "proxy image build ($(( $(now) - t4 )) s, $(podman image inspect --format '{{.Size}}' "$PROXY") bytes)"
+    pport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    sed "s/^\( *\)listen 8080;/\1listen 127.0.0.1:$pport;/" "$ROOT/deploy/nginx.conf" >"$WORK/nginx.conf"
+    echo "server 127.0.0.1:$port max_fails=1 fail_timeout=10s;" >"$WORK/fmnist-upstream.conf"
+    podman --runtime runc run -d --name "$NAME-proxy" --network host \
+        -v "$WORK/nginx.conf:/etc/nginx/nginx.conf:ro" -v "$WORK/fmnist-upstream.conf:/etc/nginx/fmnist-upstream.conf:ro" \
+        "$PROXY" >/dev/null
+    purl="http://127.0.0.1:$pport"
+    for _ in $(seq 1 50); do curl -fsS -m 1 -o /dev/null "$purl/fmnist/" 2>/dev/null && break; sleep 0.2; done
+    check "classification through the proxy container" python3 "$WORK/classify.py" "$ROOT" "$purl/fmnist" "$WORK"
+    check "page under /fmnist/ through the proxy" sh -c "curl -fsS -m 5 '$purl/fmnist/' | grep -qi '<html'"
+    head -c 1048576 /dev/zero >"$WORK/1m.bin"
+    code=$(curl -sS -m 10 -o /dev/null -w '%{http_code}' --data-binary @"$WORK/1m.bin" "$purl/v1/classify")
+    check "1 MiB body buffered by nginx reaches the server ($code)" sh -c "[ '$code' != 413 ] && [ '$code' != 500 ] && [ '${code#4}' != '$code' ]"
+    head -c 4194305 /dev/zero >"$WORK/big.bin"
+    curl -sS -m 10 -o "$WORK/413.json" -w '%{http_code}' --data-binary @"$WORK/big.bin" "$purl/v1/classify" >"$WORK/413.code"
+    check "4 MiB + 1 body: JSON 413 from the proxy" sh -c "grep -qx 413 '$WORK/413.code' && grep -q '\"error\"' '$WORK/413.json'"
+    podman --runtime runc stop -t 10 "$NAME-proxy" >/dev/null
+    check "proxy stops cleanly (SIGQUIT)" test "$(podman inspect --format '{{.State.ExitCode}}' "$NAME-proxy")" = 0
+    podman --runtime runc rm -f "$NAME-proxy" >/dev/null 2>&1 || true
+else
+    tail -20 "$WORK/proxy-build.log"
+    bad "proxy image build"
+fi
+
 # ---------------------------------------------------------------- 5. stop
 t3=$(now)
-podman --runtime runc stop -t 30 "$NAME" >/dev/null
+podman --runtime runc stop -t 30 "$NAME" >/dev/null 2>&1
 code=$(podman inspect --format '{{.State.ExitCode}}' "$NAME")
 check "SIGTERM: exit status 0 ($code) after $(( $(now) - t3 )) s" test "$code" = 0
 check "SIGTERM: drained" sh -c "podman logs '$NAME' 2>&1 | grep -q 'SIGTERM: draining'"
