@@ -21,7 +21,8 @@
 #      (as in compose.yaml) in front of it: predictions and the page under
 #      /fmnist/, a 1 MiB body through nginx's temp files, a JSON 413
 #   5. podman stop -t 30 (SIGTERM): the server drains and exits 0
-#   6. removes the container and the test image (KEEP_IMAGE=1 keeps it)
+#   6. removes the containers, the test images (KEEP_IMAGE=1 keeps them) and
+#      the untagged build-stage images of this run
 #
 # Needs root and the Debian packages podman, runc, debootstrap, curl, python3
 # (installed when missing).  Prints "N passed, M failed"; exit 1 on a failure.
@@ -51,7 +52,12 @@ if [ -z "${CONTAINERS_CONF:-}" ]; then
     printf '[containers]\ndefault_ulimits = []\n' >"$WORK/containers.conf"
     export CONTAINERS_CONF="$WORK/containers.conf"
 fi
+dangling_before=$(podman images -q -f dangling=true | sort)
 cleanup() {
+    # The build stages this run left behind (untagged), not anyone else's.
+    for id in $(podman images -q -f dangling=true | sort); do
+        case " $dangling_before " in *"$id"*) ;; *) podman rmi -f "$id" >/dev/null 2>&1 || true ;; esac
+    done
     podman --runtime runc rm -f -t 0 "$NAME" >/dev/null 2>&1 || true
     podman --runtime runc rm -f -t 0 "$NAME-proxy" >/dev/null 2>&1 || true
     [ "${KEEP_IMAGE:-0}" = 1 ] || podman rmi -f "$IMAGE" "${IMAGE%:*}-proxy:test" >/dev/null 2>&1 || true
