@@ -22,7 +22,7 @@ for g in $groups; do
     case "$g" in
     build) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist" ;;
     runtime) pkgs="$pkgs zlib1g libcjson1 libpng16-16 libmicrohttpd12 ca-certificates" ;;
-    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist clang libclang-rt-14-dev curl python3 nginx chromium wrk valgrind"
+    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist clang libclang-rt-14-dev curl python3 python3-yaml nginx chromium wrk valgrind"
         command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
         command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
     bench) pkgs="$pkgs python3 python3-torch python3-numpy libopenblas0-pthread python3-fastapi uvicorn python3-pil wrk" ;;
