@@ -253,8 +253,8 @@ char *fm_arch_to_json(const fm_arch *a) {
     int dims[3] = {a->in_c, a->in_h, a->in_w};
     cJSON *input = cJSON_CreateIntArray(dims, 3);
     if (!cJSON_AddStringToObject(root, "name", a->name) || !input) goto oom_input;
-    cJSON_AddItemToObject(root, "input", input);
-    cJSON_AddItemToObject(root, "layers", layers);
+    if (!cJSON_AddItemToObject(root, "input", input)) goto oom_input; /* its key copy can fail */
+    if (!cJSON_AddItemToObject(root, "layers", layers)) goto oom;
     for (int i = 0; i < a->n_layers; i++) {
         const fm_layer *L = &a->layers[i];
         cJSON *o = cJSON_CreateObject();
@@ -273,7 +273,10 @@ char *fm_arch_to_json(const fm_arch *a) {
             snprintf(buf, sizeof buf, "%.7g", (double)L->rate);
             cJSON *p = cJSON_CreateRaw(buf);
             if (!p) goto oom_root;
-            cJSON_AddItemToObject(o, "p", p);
+            if (!cJSON_AddItemToObject(o, "p", p)) { /* its key copy can fail */
+                cJSON_Delete(p);
+                goto oom_root;
+            }
         }
     }
     char *s = cJSON_PrintUnformatted(root);

@@ -52,6 +52,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,13 +110,20 @@ void srv_error(srv_response *resp, int status, const char *fmt, ...) {
     resp->content_type = "application/json";
     size_t qlen;
     char *q = json_quote(msg, &qlen);
-    if (!q) return; /* out of memory: the status alone has to do */
-    size_t cap = qlen + 16;
-    char *body = malloc(cap);
+    size_t cap = q ? qlen + 16 : 0;
+    char *body = q ? malloc(cap) : NULL;
     if (body) {
         int n = snprintf(body, cap, "{\"error\":%s}", q);
         resp->body = body;
         resp->body_len = (size_t)n;
+    } else { /* out of memory for the message: a short one, and say so */
+        static const char oom[] = "{\"error\":\"out of memory; retry later\"}";
+        resp->status = 503;
+        resp->body = malloc(sizeof oom);
+        if (resp->body) {
+            memcpy(resp->body, oom, sizeof oom);
+            resp->body_len = sizeof oom - 1;
+        } /* else http.c sends the same text from a static buffer */
     }
     free(q);
 }
@@ -269,7 +277,28 @@ static int json_prescan(const uint8_t *b, size_t len, size_t max_values, srv_res
     return 0;
 }
 
+/* cJSON_Parse answers NULL for bad JSON and for a failed allocation alike;
+ * these hooks tell the two apart (a failed allocation is a 503, not a 400). */
+static _Thread_local int json_alloc_failed;
+
+static void *json_malloc(size_t n) {
+    void *p = malloc(n);
+    if (!p) json_alloc_failed = 1;
+    return p;
+}
+
+static void json_free(void *p) {
+    free(p);
+}
+
+static void json_hooks_init(void) {
+    cJSON_Hooks h = {json_malloc, json_free};
+    cJSON_InitHooks(&h);
+}
+
 int api_parse_json(const srv_ctx *ctx, const srv_request *req, cJSON **out, srv_response *resp) {
+    static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
+    pthread_once(&hooks_once, json_hooks_init);
     *out = NULL;
     if (!req->body || req->body_len == 0) {
         srv_error(resp, 400, "empty body: send a JSON object");
@@ -278,8 +307,13 @@ int api_parse_json(const srv_ctx *ctx, const srv_request *req, cJSON **out, srv_
     size_t max_values = api_max_batch(ctx) * (FM_IMG_SIZE + 64) + 4096;
     if (json_prescan(req->body, req->body_len, max_values, resp)) return -1;
     const char *end = NULL;
+    json_alloc_failed = 0;
     cJSON *root = cJSON_ParseWithLengthOpts((const char *)req->body, req->body_len, &end, 0);
     size_t off = end ? (size_t)(end - (const char *)req->body) : 0;
+    if (!root && json_alloc_failed) {
+        srv_error(resp, 503, "out of memory parsing the JSON body; retry later");
+        return -1;
+    }
     if (!root) {
         if (off > req->body_len) off = req->body_len;
         srv_error(resp, 400, "malformed JSON near byte %zu (NaN and Infinity are not JSON; send numbers)", off);

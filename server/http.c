@@ -288,10 +288,16 @@ static enum MHD_Result queue(http_server *s, struct MHD_Connection *c, http_req 
         if (mr) resp->fd = -1; /* libmicrohttpd closes it */
         bytes = resp->file_size;
     } else {
-        mr = MHD_create_response_from_buffer(resp->body_len, resp->body ? (void *)resp->body : (void *)"",
-                                             resp->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        static const char oom[] = "{\"error\":\"out of memory; retry later\"}";
+        if (!resp->body && resp->status >= 400) { /* srv_error could not allocate even its short message */
+            resp->content_type = "application/json";
+            mr = MHD_create_response_from_buffer(sizeof oom - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
+        } else {
+            mr = MHD_create_response_from_buffer(resp->body_len, resp->body ? (void *)resp->body : (void *)"",
+                                                 resp->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        }
         if (mr) resp->body = NULL; /* libmicrohttpd frees it */
-        bytes = resp->body_len;
+        bytes = resp->body_len ? resp->body_len : (resp->status >= 400 ? sizeof oom - 1 : 0);
     }
     if (!mr) {
         srv_response_free(resp);

@@ -5,8 +5,10 @@
  * directory and the test set, starts the HTTP edge (http.c) and then waits
  * for signals on a signalfd, so no work ever happens in a signal handler:
  *   SIGHUP           reload the weights directory into a new snapshot
- *                    (in-flight requests finish on the old one; when no
- *                    valid model remains the old set keeps serving)
+ *                    (in-flight requests finish on the old one; a model
+ *                    whose file went bad keeps its loaded copy, and the
+ *                    log says why; when no valid model remains the old
+ *                    set keeps serving)
  *   SIGTERM, SIGINT  drain: /readyz answers 503, no new connections are
  *                    accepted, in-flight requests finish (at most
  *                    --drain-timeout seconds), then stop and exit 0; a
@@ -237,7 +239,10 @@ static void reload(srv_ctx *ctx) {
     srv_snap *snap;
     fm_error err;
     uint64_t gen = atomic_fetch_add(&ctx->registry->next_generation, 1);
-    if (srv_snap_load(&snap, cfg->weights_dir, cfg->default_model, gen, log_line, &err) != 0) {
+    srv_snap *prev = srv_registry_acquire(ctx->registry);
+    int rc = srv_snap_reload(&snap, cfg->weights_dir, cfg->default_model, gen, prev, log_line, &err);
+    srv_snap_release(prev);
+    if (rc != 0) {
         srv_snap *old = srv_registry_acquire(ctx->registry);
         fprintf(stderr, "fmnist-serve: SIGHUP: reload failed, still serving the previous %zu model%s: %s\n",
                 old ? old->n_models : 0, old && old->n_models == 1 ? "" : "s", err.msg);

@@ -47,8 +47,43 @@ static void snap_free(srv_snap *s) {
     free(s);
 }
 
+/* A deep copy of src into dst (zeroed on failure). */
+static int model_clone(fm_model *dst, const fm_model *src) {
+    fm_error e;
+    memset(dst, 0, sizeof *dst);
+    if (fm_model_init(dst, &src->arch, &e) != 0) return -1;
+    memcpy(dst->params, src->params, src->arch.n_params * sizeof *dst->params);
+    for (size_t i = 0; i < src->n_meta; i++)
+        if (fm_model_set_meta(dst, src->meta[i].key, src->meta[i].value, &e) != 0) {
+            fm_model_free(dst);
+            return -1;
+        }
+    memcpy(dst->sha256, src->sha256, sizeof dst->sha256);
+    return 0;
+}
+
+/* When the file of a model that prev serves cannot be loaded any more
+ * (corrupt, truncated, unreadable, replaced by a directory), keep serving
+ * prev's copy: copy it into m (whose name and path are set) and log why. */
+static int keep_previous(srv_model *m, const srv_snap *prev, const char *why, void (*log)(const char *line)) {
+    char line[1400];
+    const srv_model *old = prev ? srv_snap_find(prev, m->name) : NULL;
+    if (!old || !m->name[0]) return -1;
+    srv_model keep = *old; /* name, path, sizes, accuracy */
+    if (model_clone(&keep.m, &old->m) != 0) return -1;
+    *m = keep;
+    snprintf(line, sizeof line, "keeping the loaded %s (sha256 %.12s): %s", m->name, m->m.sha256, why);
+    if (log) log(line);
+    return 0;
+}
+
 int srv_snap_load(srv_snap **out, const char *dir, const char *default_name, uint64_t generation,
                   void (*log)(const char *line), fm_error *err) {
+    return srv_snap_reload(out, dir, default_name, generation, NULL, log, err);
+}
+
+int srv_snap_reload(srv_snap **out, const char *dir, const char *default_name, uint64_t generation,
+                    const srv_snap *prev, void (*log)(const char *line), fm_error *err) {
     *out = NULL;
     DIR *d = opendir(dir);
     if (!d) return fm_seterr(err, "weights directory %s: cannot open it (--weights / FMNIST_WEIGHTS)", dir);
@@ -89,11 +124,19 @@ int srv_snap_load(srv_snap **out, const char *dir, const char *default_name, uin
         struct stat st;
         if (stat(m->path, &st) != 0 || !S_ISREG(st.st_mode)) {
             snprintf(line, sizeof line, "skipping %s: not a regular file", m->path);
+            if (keep_previous(m, prev, line, log) == 0) {
+                s->n_models++;
+                continue;
+            }
             if (log) log(line);
             continue;
         }
         if (fm_st_load(&m->m, m->path, NULL, &le) != 0) {
             snprintf(line, sizeof line, "skipping bad weight file: %s", le.msg);
+            if (keep_previous(m, prev, line, log) == 0) {
+                s->n_models++;
+                continue;
+            }
             if (log) log(line);
             continue;
         }

@@ -73,6 +73,12 @@ typedef struct srv_registry {
  * to the first by name, and logs that). */
 int srv_snap_load(srv_snap **out, const char *dir, const char *default_name, uint64_t generation,
                   void (*log)(const char *line), fm_error *err);
+/* srv_snap_load for a reload: a file that fails to load (corrupt,
+ * truncated, unreadable, not a regular file) while prev serves a model of
+ * that name keeps prev's model (copied), and the log says why.  A file that
+ * is gone removes its model.  prev may be NULL. */
+int srv_snap_reload(srv_snap **out, const char *dir, const char *default_name, uint64_t generation,
+                    const srv_snap *prev, void (*log)(const char *line), fm_error *err);
 /* Publishes snap as current (taking ownership) and releases the old one. */
 void srv_registry_publish(srv_registry *r, srv_snap *snap);
 /* Current snapshot with a reference held; NULL when none. Pair with srv_snap_release. */
