@@ -136,7 +136,7 @@ def t_weight_faults(wdir, good):
             expect(set(now) == {"mlp2", "cnn3"}, "%s: models %s" % (name, sorted(now)))
             expect(sha_of(now["mlp2"]) == sha0, "%s: mlp2 sha256 changed" % name)
             expect(classify(s, "mlp2") == cls0 and classify(s, "cnn3") is not None, "%s: answers changed" % name)
-            print("     %-26s kept; log: %s" % (name, why[0][:150]), flush=True)
+            print("     %-26s kept; log: %s" % (name, why[0].split(".safetensors: ")[-1][:110]), flush=True)
             if os.path.isdir(path):
                 os.rmdir(path)
             write(good)()

@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import struct
@@ -128,7 +129,9 @@ class Server:
             if k.startswith("FMNIST_") and k not in ("FMNIST_DATA",):
                 del e[k]  # the tests set everything by flags
         e.update(env or {})
-        self.proc = subprocess.Popen([binary, "--port", "0", "--host", "127.0.0.1"] + args,
+        # FMNIST_SERVE_WRAPPER: a command line put in front of the server (valgrind; tests/hardening/valgrind.sh)
+        wrapper = shlex.split(os.environ.get("FMNIST_SERVE_WRAPPER", ""))
+        self.proc = subprocess.Popen(wrapper + [binary, "--port", "0", "--host", "127.0.0.1"] + args,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e)
         self.port = None
         ready = threading.Event()
@@ -145,7 +148,7 @@ class Server:
             ready.set()
         self._thread = threading.Thread(target=reader, daemon=True)
         self._thread.start()
-        ready.wait(30)
+        ready.wait(120 if wrapper else 30)
         if self.port is None:
             self.kill()
             raise RuntimeError("fmnist-serve did not start:\n" + "\n".join(self.lines[-20:]))
