@@ -41,10 +41,22 @@ static void pack_a(int t, const float *A, size_t lda, size_t i0, size_t mc, size
 
 /* Packs rows [k0, k0+kc) x cols [j0, j0+nc) of op(B) as strips of NR
  * columns: bp[strip][k][c], zero-padded past nc. */
+FM_CLONES
 static void pack_b(int t, const float *B, size_t ldb, size_t k0, size_t kc, size_t j0, size_t nc,
                    float *bp) {
     for (size_t s = 0; s < nc; s += NR) {
         size_t nr = nc - s < NR ? nc - s : NR;
+        if (nr == NR) { /* full strips with constant trip counts: vector moves, no per-element tests */
+            if (!t) {
+                for (size_t k = 0; k < kc; k++, bp += NR) memcpy(bp, B + (k0 + k) * ldb + j0 + s, NR * sizeof(float));
+            } else {
+                /* 16 rows of B read along k: each row streams through one cache line at a time */
+                const float *rows = B + (j0 + s) * ldb + k0;
+                for (size_t k = 0; k < kc; k++, bp += NR)
+                    for (size_t c = 0; c < NR; c++) bp[c] = rows[c * ldb + k];
+            }
+            continue;
+        }
         for (size_t k = 0; k < kc; k++) {
             if (!t) {
                 memcpy(bp, B + (k0 + k) * ldb + j0 + s, nr * sizeof(float));
@@ -99,6 +111,31 @@ static void kernel(size_t kc, const float *restrict a, const float *restrict b, 
     }
 }
 
+/* The micro-kernel for a single row of A (inference on one image): the
+ * same operations per output element, in the same order, as kernel()'s
+ * first row, so a row's result does not depend on how many rows came with
+ * it (bit-identical to the batched answer), without computing MR - 1 rows
+ * of padding. */
+FM_CLONES
+static void kernel1(size_t kc, const float *restrict a, const float *restrict b, float *restrict c, size_t nr,
+                    int overwrite) {
+    v8f c00 = {0}, c01 = {0};
+    for (size_t k = 0; k < kc; k++) {
+        v8f b0, b1;
+        LOAD8(b0, b);
+        LOAD8(b1, b + 8);
+        c00 += a[0] * b0; c01 += a[0] * b1;
+        a += MR;
+        b += NR;
+    }
+    float acc[NR];
+    memcpy(acc, &c00, 32); memcpy(acc + 8, &c01, 32);
+    if (overwrite)
+        for (size_t j = 0; j < nr; j++) c[j] = acc[j];
+    else
+        for (size_t j = 0; j < nr; j++) c[j] += acc[j];
+}
+
 void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
               const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *scratch) {
     if (M == 0 || N == 0) return;
@@ -122,8 +159,11 @@ void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const floa
                     size_t nr = nc - jr < NR ? nc - jr : NR;
                     for (size_t ir = 0; ir < mc; ir += MR) {
                         size_t mr = mc - ir < MR ? mc - ir : MR;
-                        kernel(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
-                               mr, nr, overwrite);
+                        if (mr == 1)
+                            kernel1(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, nr, overwrite);
+                        else
+                            kernel(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+                                   mr, nr, overwrite);
                     }
                 }
             }

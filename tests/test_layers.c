@@ -237,6 +237,35 @@ START_TEST(test_gemm_large_sizes) {
 }
 END_TEST
 
+/* A row's result does not depend on the rows computed with it: one image
+ * alone (M = 1, the single-row kernel) gives bit for bit what it gets inside
+ * a batch (the MR-row kernel), for both layouts of B and across K panels.
+ * The server answers single images; `fmnist-train eval` runs batches. */
+START_TEST(test_gemm_row_independent) {
+    static const size_t cases[][3] = {{13, 256, 784}, {7, 10, 256}, {9, 128, 1152}, {6, 33, 300}};
+    float *scratch = falloc(FM_GEMM_SCRATCH);
+    fm_rng rng;
+    fm_rng_seed(&rng, 13);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        size_t M = cases[c][0], N = cases[c][1], K = cases[c][2];
+        float *A = falloc(M * K), *B = falloc(K * N), *Cb = falloc(M * N), *C1 = falloc(N);
+        for (size_t i = 0; i < M * K; i++) A[i] = fm_rng_uniform(&rng) - 0.5f;
+        for (size_t i = 0; i < K * N; i++) B[i] = fm_rng_uniform(&rng) - 0.5f;
+        for (int tb = 0; tb < 2; tb++) {
+            size_t ldb = tb ? K : N;
+            fm_sgemm(0, tb, M, N, K, A, K, B, ldb, 0, Cb, N, scratch);
+            for (size_t i = 0; i < M; i++) {
+                fm_sgemm(0, tb, 1, N, K, A + i * K, K, B, ldb, 0, C1, N, scratch);
+                ck_assert_msg(memcmp(C1, Cb + i * N, N * sizeof(float)) == 0,
+                              "row %zu of M=%zu N=%zu K=%zu tb=%d differs when computed alone", i, M, N, K, tb);
+            }
+        }
+        free(A), free(B), free(Cb), free(C1);
+    }
+    free(scratch);
+}
+END_TEST
+
 /* K = 0: C = 0 (overwrite) or unchanged (accumulate); M or N = 0: nothing. */
 START_TEST(test_gemm_degenerate) {
     float *scratch = falloc(FM_GEMM_SCRATCH);
@@ -811,6 +840,7 @@ static Suite *layers_suite(void) {
     tcase_add_test(tc, test_gemm_small_sizes);
     tcase_add_test(tc, test_gemm_large_sizes);
     tcase_add_test(tc, test_gemm_degenerate);
+    tcase_add_test(tc, test_gemm_row_independent);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("linear");
