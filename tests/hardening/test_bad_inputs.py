@@ -28,7 +28,6 @@ Prints one line per test and "N passed, M failed"; exits 1 on any failure.
 """
 import json
 import os
-import shlex
 import shutil
 import socket
 import sys
@@ -230,7 +229,6 @@ def main():
     models = copy_weights(wdir, ["mlp2.safetensors"])
     sdir = corpus.make_static(TMP)
     cases = corpus.build()
-    wrapper = shlex.split(os.environ.get("FMNIST_SERVE_WRAPPER", ""))
     args = ["--weights", wdir, "--static", sdir, "--threads", "2", "--max-body-bytes", str(corpus.MAX_BODY),
             "--max-batch", str(corpus.MAX_BATCH), "--default-model", models[0]]
     if UNDER_WRAPPER:
@@ -253,7 +251,6 @@ def main():
     if not UNDER_WRAPPER or os.environ.get("HARDENING_SLOW_UNDER_WRAPPER"):
         runner.run("slow clients", t_slow_clients, wdir)
     runner.run("no sanitizer reports", t_sanitizers)
-    del wrapper
     shutil.rmtree(TMP, ignore_errors=True)
     return runner.finish()
 
