@@ -136,8 +136,10 @@ static void kernel1(size_t kc, const float *restrict a, const float *restrict b,
         for (size_t j = 0; j < nr; j++) c[j] += acc[j];
 }
 
-void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
-              const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *scratch) {
+/* The blocked loops.  B comes packed (pb, made by fm_gemm_pack_b: the
+ * panels in this loop's order) or is packed here into scratch. */
+static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                 const float *B, size_t ldb, const float *pb, int accumulate, float *C, size_t ldc, float *scratch) {
     if (M == 0 || N == 0) return;
     if (K == 0) {
         if (!accumulate)
@@ -145,13 +147,21 @@ void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const floa
         return;
     }
     float *ap = scratch;                       /* [MC/MR][KC][MR] */
-    float *bp = scratch + (size_t)MC * KC;     /* [NC/NR][KC][NR] */
+    float *bpack = scratch + (size_t)MC * KC;  /* [NC/NR][KC][NR] */
     for (size_t jc = 0; jc < N; jc += NC) {
         size_t nc = N - jc < NC ? N - jc : NC;
+        size_t strips = (nc + NR - 1) / NR;
         for (size_t pc = 0; pc < K; pc += KC) {
             size_t kc = K - pc < KC ? K - pc : KC;
             int overwrite = pc == 0 && !accumulate;
-            pack_b(trans_b, B, ldb, pc, kc, jc, nc, bp);
+            const float *bp;
+            if (pb) {
+                bp = pb;
+                pb += strips * NR * kc;
+            } else {
+                pack_b(trans_b, B, ldb, pc, kc, jc, nc, bpack);
+                bp = bpack;
+            }
             for (size_t ic = 0; ic < M; ic += MC) {
                 size_t mc = M - ic < MC ? M - ic : MC;
                 pack_a(trans_a, A, lda, ic, mc, pc, kc, ap);
@@ -169,6 +179,36 @@ void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const floa
             }
         }
     }
+}
+
+void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
+              const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *scratch) {
+    gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, NULL, accumulate, C, ldc, scratch);
+}
+
+size_t fm_gemm_packed_size(size_t N, size_t K) {
+    size_t total = 0;
+    for (size_t jc = 0; jc < N; jc += NC) {
+        size_t nc = N - jc < NC ? N - jc : NC;
+        total += (nc + NR - 1) / NR * NR * K;
+    }
+    return total;
+}
+
+void fm_gemm_pack_b(int trans_b, size_t N, size_t K, const float *B, size_t ldb, float *packed) {
+    for (size_t jc = 0; jc < N; jc += NC) {
+        size_t nc = N - jc < NC ? N - jc : NC;
+        for (size_t pc = 0; pc < K; pc += KC) {
+            size_t kc = K - pc < KC ? K - pc : KC;
+            pack_b(trans_b, B, ldb, pc, kc, jc, nc, packed);
+            packed += (nc + NR - 1) / NR * NR * kc;
+        }
+    }
+}
+
+void fm_sgemm_pb(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *packed, int accumulate,
+                 float *C, size_t ldc, float *scratch) {
+    gemm(0, 0, M, N, K, A, lda, NULL, 0, packed, accumulate, C, ldc, scratch);
 }
 
 const char *fm_gemm_kernel_name(void) {

@@ -23,6 +23,16 @@
 void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
               const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *scratch);
 
+/* Weights are constant during inference, so B can be packed once: the
+ * packed form of op(B) [K,N] takes fm_gemm_packed_size(N, K) floats, is
+ * made by fm_gemm_pack_b and used by fm_sgemm_pb, which computes exactly
+ * (bit for bit) what fm_sgemm(0, trans_b, ...) computes from B itself,
+ * without packing B again on every call. */
+size_t fm_gemm_packed_size(size_t N, size_t K);
+void fm_gemm_pack_b(int trans_b, size_t N, size_t K, const float *B, size_t ldb, float *packed);
+void fm_sgemm_pb(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *packed, int accumulate,
+                 float *C, size_t ldc, float *scratch);
+
 /* Which micro-kernel the CPU dispatch picked ("avx2+fma" or "generic"), for logs. */
 const char *fm_gemm_kernel_name(void);
 

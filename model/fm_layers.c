@@ -9,9 +9,12 @@
 
 #include "fm_gemm.h"
 
-void fm_linear_forward(float *y, const float *x, const float *w, const float *b, size_t N, size_t I,
-                       size_t O, float *gemm) {
-    fm_sgemm(0, 1, N, O, I, x, I, w, I, 0, y, O, gemm);
+void fm_linear_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N,
+                       size_t I, size_t O, float *gemm) {
+    if (pw)
+        fm_sgemm_pb(N, O, I, x, I, pw, 0, y, O, gemm);
+    else
+        fm_sgemm(0, 1, N, O, I, x, I, w, I, 0, y, O, gemm);
     for (size_t n = 0; n < N; n++) {
         float *yn = y + n * O;
         for (size_t o = 0; o < O; o++) yn[o] += b[o];
@@ -84,7 +87,7 @@ static void col2im(float *dx, const float *dcol, size_t nb, size_t C, size_t H, 
             }
 }
 
-void fm_conv2d_forward(float *y, const float *x, const float *w, const float *b, size_t N, size_t C,
+void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N, size_t C,
                        size_t H, size_t W, size_t O, size_t K, size_t P, float *scratch, size_t chunk,
                        float *gemm) {
     size_t OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1, Q = OH * OW, ckk = C * K * K;
@@ -93,7 +96,10 @@ void fm_conv2d_forward(float *y, const float *x, const float *w, const float *b,
         size_t nb = N - n0 < chunk ? N - n0 : chunk;
         im2col(col, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
         /* tmp[nb*Q, O] = col[nb*Q, ckk] w[O, ckk]^T */
-        fm_sgemm(0, 1, nb * Q, O, ckk, col, ckk, w, ckk, 0, tmp, O, gemm);
+        if (pw)
+            fm_sgemm_pb(nb * Q, O, ckk, col, ckk, pw, 0, tmp, O, gemm);
+        else
+            fm_sgemm(0, 1, nb * Q, O, ckk, col, ckk, w, ckk, 0, tmp, O, gemm);
         for (size_t n = 0; n < nb; n++)
             for (size_t o = 0; o < O; o++) {
                 float *yo = y + ((n0 + n) * O + o) * Q;

@@ -15,9 +15,10 @@
 
 #include "fm_rng.h"
 
-/* y[N,O] = x[N,I] w[O,I]^T + b[O] */
-void fm_linear_forward(float *y, const float *x, const float *w, const float *b, size_t N, size_t I,
-                       size_t O, float *gemm);
+/* y[N,O] = x[N,I] w[O,I]^T + b[O].  pw: w packed by fm_gemm_pack_b(1, O, I, w, I, pw)
+ * (same result, faster for inference), or NULL. */
+void fm_linear_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N,
+                       size_t I, size_t O, float *gemm);
 /* dx[N,I] = dy w (skipped when dx is NULL); dw[O,I] += dy^T x; db[O] += sum_n dy */
 void fm_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                         const float *w, size_t N, size_t I, size_t O, float *gemm);
@@ -26,7 +27,8 @@ void fm_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
 size_t fm_conv2d_scratch(size_t C, size_t O, size_t K, size_t OH, size_t OW, size_t chunk);
 /* y[N,O,OH,OW] = sum_{c,kh,kw} w[O,C,K,K] x[N,C,oh+kh-P,ow+kw-P] + b[O], zero outside x;
  * stride 1, OH = H + 2P - K + 1.  Computed as im2col + GEMM, `chunk` images at a time. */
-void fm_conv2d_forward(float *y, const float *x, const float *w, const float *b, size_t N, size_t C,
+/* pw: w packed by fm_gemm_pack_b(1, O, C*K*K, w, C*K*K, pw), or NULL. */
+void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N, size_t C,
                        size_t H, size_t W, size_t O, size_t K, size_t P, float *scratch, size_t chunk,
                        float *gemm);
 /* dx (skipped when NULL), dw += , db += for the forward above. */

@@ -70,15 +70,15 @@ void fm_ws_destroy(fm_ws *ws) {
 }
 
 /* Runs layer L on in[n, in_size] into out[n, out_size]. */
-static void layer_forward(const fm_layer *L, const float *params, fm_ws *ws, float *out, uint8_t *mask,
-                          const float *in, size_t n, int train, fm_rng *rng) {
+static void layer_forward(const fm_layer *L, const float *params, const float *pw, fm_ws *ws, float *out,
+                          uint8_t *mask, const float *in, size_t n, int train, fm_rng *rng) {
     switch (L->type) {
     case FM_LINEAR:
-        fm_linear_forward(out, in, params + L->w_off, params + L->b_off, n, (size_t)L->in_c,
+        fm_linear_forward(out, in, params + L->w_off, pw, params + L->b_off, n, (size_t)L->in_c,
                           (size_t)L->units, ws->gemm);
         break;
     case FM_CONV2D:
-        fm_conv2d_forward(out, in, params + L->w_off, params + L->b_off, n, (size_t)L->in_c,
+        fm_conv2d_forward(out, in, params + L->w_off, pw, params + L->b_off, n, (size_t)L->in_c,
                           (size_t)L->in_h, (size_t)L->in_w, (size_t)L->units, (size_t)L->kernel,
                           L->same ? (size_t)L->kernel / 2 : 0, ws->conv, ws->conv_chunk, ws->gemm);
         break;
@@ -101,26 +101,72 @@ static void layer_forward(const fm_layer *L, const float *params, fm_ws *ws, flo
     }
 }
 
+/* GEMM shape of a weight layer: N outputs, K inputs per output. */
+static void weight_shape(const fm_layer *L, size_t *N, size_t *K) {
+    *N = (size_t)L->units;
+    *K = L->type == FM_LINEAR ? (size_t)L->in_c : (size_t)L->in_c * (size_t)L->kernel * (size_t)L->kernel;
+}
+
+int fm_model_pack(fm_model *m, fm_error *err) {
+    const fm_arch *a = &m->arch;
+    size_t total = 0, N, K;
+    for (int i = 0; i < a->n_layers; i++) {
+        const fm_layer *L = &a->layers[i];
+        if (L->type != FM_LINEAR && L->type != FM_CONV2D) continue;
+        weight_shape(L, &N, &K);
+        total += fm_gemm_packed_size(N, K);
+    }
+    float *p = malloc((total ? total : 1) * sizeof *p);
+    if (!p) return fm_seterr(err, "out of memory packing the weights of %s (%zu floats)", a->name, total);
+    float *q = p;
+    for (int i = 0; i < a->n_layers; i++) {
+        const fm_layer *L = &a->layers[i];
+        if (L->type != FM_LINEAR && L->type != FM_CONV2D) continue;
+        weight_shape(L, &N, &K);
+        fm_gemm_pack_b(1, N, K, m->params + L->w_off, K, q);
+        q += fm_gemm_packed_size(N, K);
+    }
+    free(m->packed);
+    m->packed = p;
+    return 0;
+}
+
+static const float *forward(const fm_arch *a, const float *params, const float *packed, fm_ws *ws, const float *x,
+                            size_t n, int train, fm_rng *rng);
+
 const float *fm_forward(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n,
                         int train, fm_rng *rng) {
+    return forward(a, params, NULL, ws, x, n, train, rng);
+}
+
+static const float *forward(const fm_arch *a, const float *params, const float *packed, fm_ws *ws, const float *x,
+                            size_t n, int train, fm_rng *rng) {
     const float *in = x;
     if (train) {
         for (int i = 0; i < a->n_layers; i++) {
-            layer_forward(&a->layers[i], params, ws, ws->act[i], ws->mask[i], in, n, 1, rng);
+            layer_forward(&a->layers[i], params, NULL, ws, ws->act[i], ws->mask[i], in, n, 1, rng);
             in = ws->act[i];
         }
         return in;
     }
     /* inference: ping-pong; flatten and dropout are no-ops, relu works in place */
+    const float *pw = packed;
     for (int i = 0; i < a->n_layers; i++) {
         const fm_layer *L = &a->layers[i];
         if (L->type == FM_FLATTEN || L->type == FM_DROPOUT) continue;
+        const float *lpw = NULL;
+        if (pw && (L->type == FM_LINEAR || L->type == FM_CONV2D)) {
+            size_t N, K;
+            weight_shape(L, &N, &K);
+            lpw = pw;
+            pw += fm_gemm_packed_size(N, K);
+        }
         float *out;
         if (L->type == FM_RELU && in != x)
             out = (float *)(in == ws->ping ? ws->ping : ws->pong);
         else
             out = in == ws->ping ? ws->pong : ws->ping;
-        layer_forward(L, params, ws, out, ws->arg, in, n, 0, NULL);
+        layer_forward(L, params, lpw, ws, out, ws->arg, in, n, 0, NULL);
         in = out;
     }
     return in;
@@ -170,11 +216,20 @@ void fm_backward(const fm_arch *a, const float *params, fm_ws *ws, const float *
     }
 }
 
-void fm_predict(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n, float *probs) {
+static void predict(const fm_arch *a, const float *params, const float *packed, fm_ws *ws, const float *x,
+                    size_t n, float *probs) {
     size_t in_size = (size_t)a->in_c * a->in_h * a->in_w;
     for (size_t i = 0; i < n; i += ws->max_batch) {
         size_t nb = n - i < ws->max_batch ? n - i : ws->max_batch;
-        const float *logits = fm_forward(a, params, ws, x + i * in_size, nb, 0, NULL);
+        const float *logits = forward(a, params, packed, ws, x + i * in_size, nb, 0, NULL);
         fm_softmax(probs + i * FM_N_CLASSES, logits, nb, FM_N_CLASSES);
     }
+}
+
+void fm_predict(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n, float *probs) {
+    predict(a, params, NULL, ws, x, n, probs);
+}
+
+void fm_model_predict(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *probs) {
+    predict(&m->arch, m->params, m->packed, ws, x, n, probs);
 }

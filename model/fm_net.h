@@ -24,6 +24,7 @@ typedef struct fm_model {
     size_t n_meta;
     fm_kv *meta; /* [n_meta], owned (keys and values too) */
     char sha256[65]; /* hex digest of the weight file it was loaded from ("" otherwise) */
+    float *packed;   /* weights of every linear/conv layer packed for inference (fm_model_pack), owned; or NULL */
 } fm_model;
 
 /* Allocates zeroed parameters for arch (copied in).  Pair with fm_model_free. */
@@ -33,6 +34,11 @@ void fm_model_free(fm_model *m); /* safe on a zeroed struct; leaves it zeroed */
 const char *fm_model_meta(const fm_model *m, const char *key);
 /* Sets (adds or replaces) a metadata entry; copies both strings. */
 int fm_model_set_meta(fm_model *m, const char *key, const char *value, fm_error *err);
+
+/* Packs the weights of every linear and conv layer once, in the GEMM's
+ * panel layout, for fm_model_predict (extra memory: one copy of those
+ * weights).  Call again after changing params. */
+int fm_model_pack(fm_model *m, fm_error *err);
 
 /* Workspace for batches of up to max_batch examples.  A training workspace
  * keeps every layer's output, dropout masks and pooling arg-maxes for the
@@ -69,5 +75,9 @@ void fm_backward(const fm_arch *a, const float *params, fm_ws *ws, const float *
 /* Inference: probabilities [n, 10] for any n (processed in chunks of
  * ws->max_batch; eval mode, so dropout is never applied). */
 void fm_predict(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n, float *probs);
+
+/* fm_predict for a loaded model: uses its packed weights when it has them
+ * (bit-identical results, no per-call packing of the weights). */
+void fm_model_predict(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *probs);
 
 #endif

@@ -64,6 +64,7 @@ void fm_model_free(fm_model *m) {
     }
     free(m->meta);
     free(m->params);
+    free(m->packed);
     memset(m, 0, sizeof *m);
 }
 

@@ -455,7 +455,7 @@ int api_infer(srv_ctx *ctx, const srv_snap *snap, const srv_model *m, api_inputs
         return -1;
     }
     double t0 = now_s();
-    fm_predict(a, m->m.params, ws, in->x, in->n, in->probs);
+    fm_model_predict(&m->m, ws, in->x, in->n, in->probs);
     double dt = now_s() - t0;
     for (size_t i = 0; i < in->n; i++) {
         const float *p = in->probs + i * FM_N_CLASSES;

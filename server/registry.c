@@ -59,6 +59,10 @@ static int model_clone(fm_model *dst, const fm_model *src) {
             return -1;
         }
     memcpy(dst->sha256, src->sha256, sizeof dst->sha256);
+    if (src->packed && fm_model_pack(dst, &e) != 0) {
+        fm_model_free(dst);
+        return -1;
+    }
     return 0;
 }
 
@@ -131,7 +135,8 @@ int srv_snap_reload(srv_snap **out, const char *dir, const char *default_name, u
             if (log) log(line);
             continue;
         }
-        if (fm_st_load(&m->m, m->path, NULL, &le) != 0) {
+        if (fm_st_load(&m->m, m->path, NULL, &le) != 0 || fm_model_pack(&m->m, &le) != 0) {
+            fm_model_free(&m->m);
             snprintf(line, sizeof line, "skipping bad weight file: %s", le.msg);
             if (keep_previous(m, prev, line, log) == 0) {
                 s->n_models++;

@@ -302,7 +302,7 @@ START_TEST(test_linear_golden) {
     const float dw_want[6] = {11, 12, 13, 10, 12, 10}, db_want[2] = {11, 12};
     float *gemm = falloc(FM_GEMM_SCRATCH);
     float y[4], dx[6], dw[6], db[2];
-    fm_linear_forward(y, x, w, b, 2, 3, 2, gemm);
+    fm_linear_forward(y, x, w, NULL, b, 2, 3, 2, gemm);
     for (size_t i = 0; i < 4; i++) ck_assert_msg(y[i] == y_want[i], "y[%zu] = %g", i, (double)y[i]);
     for (size_t i = 0; i < 6; i++) dw[i] = 10;
     db[0] = db[1] = 10;
@@ -324,7 +324,7 @@ typedef struct lin_ctx {
 
 static void lin_fwd(probe *pr) {
     lin_ctx *c = pr->ctx;
-    fm_linear_forward(pr->y, c->x, c->w, c->b, c->N, c->I, c->O, c->gemm);
+    fm_linear_forward(pr->y, c->x, c->w, NULL, c->b, c->N, c->I, c->O, c->gemm);
 }
 
 /* _i = 0: 3x4 -> 5; _i = 1: 7x20 -> 17 (crosses NR = 16 and MR = 6) */
@@ -369,7 +369,7 @@ static void conv_fwd_alloc(float *y, const float *x, const float *w, const float
     size_t OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1;
     float *scratch = falloc(fm_conv2d_scratch(C, O, K, OH, OW, chunk)),
           *gemm = falloc(FM_GEMM_SCRATCH);
-    fm_conv2d_forward(y, x, w, b, N, C, H, W, O, K, P, scratch, chunk, gemm);
+    fm_conv2d_forward(y, x, w, NULL, b, N, C, H, W, O, K, P, scratch, chunk, gemm);
     free(scratch), free(gemm);
 }
 
@@ -425,7 +425,7 @@ typedef struct conv_ctx {
 
 static void conv_fwd(probe *pr) {
     conv_ctx *c = pr->ctx;
-    fm_conv2d_forward(pr->y, c->x, c->w, c->b, c->N, c->C, c->H, c->W, c->O, c->K, c->P, c->scratch,
+    fm_conv2d_forward(pr->y, c->x, c->w, NULL, c->b, c->N, c->C, c->H, c->W, c->O, c->K, c->P, c->scratch,
                       c->chunk, c->gemm);
 }
 
@@ -528,7 +528,7 @@ START_TEST(test_conv_chunk_invariance) {
     fill(dy, ny, &rng, -1, 1);
     for (int k = 0; k < 4; k++) {
         y[k] = falloc(ny), dx[k] = falloc(nx), dw[k] = falloc(nw), db[k] = falloc(O);
-        fm_conv2d_forward(y[k], x, w, b, N, C, H, W, O, K, P, scratch, chunks[k], gemm);
+        fm_conv2d_forward(y[k], x, w, NULL, b, N, C, H, W, O, K, P, scratch, chunks[k], gemm);
         fm_conv2d_backward(dx[k], dw[k], db[k], dy, x, w, N, C, H, W, O, K, P, scratch, chunks[k],
                            gemm);
     }

@@ -418,6 +418,37 @@ START_TEST(test_predict_matches_forward) {
 }
 END_TEST
 
+/* Packed weights (fm_model_pack, what the server serves with) give bit for
+ * bit the probabilities of the plain path, for one image and for batches
+ * (the server answers single images, `fmnist-train eval` runs batches). */
+START_TEST(test_packed_predict_identical) {
+    fm_arch a;
+    make_arch(&a, fm_arch_names[_i]);
+    fm_error err = {{0}};
+    fm_model m = {0};
+    ck_assert_msg(fm_model_init(&m, &a, &err) == 0, "%s", err.msg);
+    float *params = random_params(&a, 60), *x = random_images(&a, 70, 61);
+    memcpy(m.params, params, a.n_params * sizeof *params);
+    ck_assert_msg(fm_model_pack(&m, &err) == 0, "%s", err.msg);
+    ck_assert_ptr_nonnull(m.packed);
+    static const size_t batches[] = {1, 7, 64};
+    for (size_t b = 0; b < 3; b++) {
+        fm_ws ws;
+        ck_assert_msg(fm_ws_create(&ws, &a, batches[b], 0, &err) == 0, "%s", err.msg);
+        float *pa = malloc(70 * FM_N_CLASSES * sizeof *pa), *pb = malloc(70 * FM_N_CLASSES * sizeof *pb);
+        ck_assert(pa && pb);
+        fm_predict(&a, params, &ws, x, 70, pa);
+        fm_model_predict(&m, &ws, x, 70, pb);
+        ck_assert_msg(memcmp(pa, pb, 70 * FM_N_CLASSES * sizeof *pa) == 0, "%s: packed and plain differ (batch %zu)",
+                      a.name, batches[b]);
+        free(pa), free(pb);
+        fm_ws_destroy(&ws);
+    }
+    fm_model_free(&m);
+    free(params), free(x);
+}
+END_TEST
+
 /* Eval mode never applies dropout: two eval passes are identical, draw
  * nothing from the rng they are given, and equal a training pass of the same
  * network with every dropout rate set to 0; a training pass with dropout
@@ -761,6 +792,7 @@ static Suite *net_suite(void) {
     tc = tcase_create("eval");
     tcase_set_timeout(tc, 30);
     tcase_add_loop_test(tc, test_predict_matches_forward, 0, n_arch);
+    tcase_add_loop_test(tc, test_packed_predict_identical, 0, n_arch);
     tcase_add_loop_test(tc, test_eval_never_drops, 0, n_arch);
     suite_add_tcase(s, tc);
 

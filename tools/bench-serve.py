@@ -8,7 +8,10 @@
 Everything on 127.0.0.1.  fmnist-serve loads every weight file in weights/
 (all five models) with its default worker pool; the peer is
 tools/bench_fastapi_app.py under uvicorn with 2 workers (one per core, one
-PyTorch thread each: the usual way to run it), serving the same model from
+PyTorch thread each, uvloop + httptools as `uvicorn[standard]` installs them:
+the usual way to run it in production; without httptools, uvicorn's h11
+answers stall ~40 ms on delayed ACKs and the peer looks 5x slower than it
+is), serving the same model from
 the same .safetensors.  Each case POSTs the same PNG (test image 0, an ankle
 boot) with wrk for --duration seconds and records requests/s and the p50 /
 p99 latency; the KServe v2 case POSTs the same image as a JSON UINT8

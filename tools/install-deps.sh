@@ -25,7 +25,7 @@ for g in $groups; do
     test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist clang libclang-rt-14-dev curl python3 python3-yaml nginx chromium wrk valgrind"
         command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
         command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
-    bench) pkgs="$pkgs python3 python3-torch python3-numpy libopenblas0-pthread python3-fastapi uvicorn python3-pil wrk" ;;
+    bench) pkgs="$pkgs python3 python3-torch python3-numpy libopenblas0-pthread python3-fastapi uvicorn python3-httptools python3-uvloop python3-pil wrk" ;;
     data) pkgs="$pkgs dataset-fashion-mnist" ;;
     *) echo "install-deps.sh: unknown group '$g' (build, runtime, test, bench, data)" >&2; exit 2 ;;
     esac
