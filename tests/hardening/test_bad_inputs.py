@@ -3,7 +3,7 @@
 
 Usage: test_bad_inputs.py [PATH/TO/fmnist-serve]   (or FMNIST_SERVE=...)
        FMNIST_SERVE_WRAPPER="valgrind ..." runs the server under a wrapper
-       (see valgrind.sh); HARDENING_PASSES sets the corpus repeats (5);
+       (see valgrind.sh); HARDENING_PASSES sets the corpus repeats (6);
        HARDENING_TABLE=FILE writes each case's status as Markdown rows.
 
 1. Every case of corpus.py (about 200: empty bodies, truncated/corrupt/odd
@@ -14,7 +14,7 @@ Usage: test_bad_inputs.py [PATH/TO/fmnist-serve]   (or FMNIST_SERVE=...)
    classified with the same answer as at the start.  Cases that
    libmicrohttpd answers before any of our code runs (malformed request
    syntax, a head over its 320 KiB pool) are checked for the status only.
-2. The corpus is run HARDENING_PASSES (5) times; VmRSS after the second
+2. The corpus is run HARDENING_PASSES (6) times; VmRSS after the third
    pass (warm-up: RSS grows over the first two passes, as each worker
    thread's malloc arena reaches its working set, then stays flat) and
    after the last must differ by less than 1 MiB, and the open descriptors
@@ -43,8 +43,9 @@ import corpus  # noqa: E402
 from common import Runner, Server, copy_weights, expect, find_binary  # noqa: E402
 
 SERVE = find_binary("FMNIST_SERVE", 1, ["build-hard/server/fmnist-serve", "build/server/fmnist-serve"])
-PASSES = int(os.environ.get("HARDENING_PASSES", "5"))
-WARMUP = 2  # passes before the RSS baseline: each worker thread's malloc arena grows to its working set
+PASSES = int(os.environ.get("HARDENING_PASSES", "6"))
+WARMUP = 3  # passes before the RSS baseline: the workers' malloc arenas reach their working set
+#            in 2 or 3 passes, depending on which worker gets the largest requests
 UNDER_WRAPPER = bool(os.environ.get("FMNIST_SERVE_WRAPPER"))
 SLOW = 4.0 if UNDER_WRAPPER else 1.0  # valgrind is tens of times slower
 TMP = tempfile.mkdtemp(prefix="fmnist-hard-")
