@@ -614,7 +614,8 @@ function gridTable(rows) {
 async function loadGrids() {
   const box = $('grids');
   box.replaceChildren();
-  const names = [...new Set(['mlp2', 'mlp3', ...state.models.map((m) => m.name)])];
+  // `fmnist-train grid` searches the study's MLPs only (grid-mlp2.*, grid-mlp3.*)
+  const names = ['mlp2', 'mlp3'];
   let found = 0;
   for (const n of names) {
     try {
