@@ -1012,6 +1012,14 @@ int img_png_encode_gray8(const uint8_t *px, int w, int h, uint8_t **out, size_t 
         return fail(err, errsz, IMG_NOMEM, "out of memory starting the PNG encoder");
     }
     png_set_write_fn(png, &s, sink_write, sink_flush);
+    /* These images are small (the 28x28 input is 812 bytes before deflate):
+     * a small zlib window and hash need far less memory to set up and clear
+     * per request than the 32 KiB / level-8 defaults, for the same output
+     * size at this scale. */
+    if ((size_t)w * (size_t)h <= 64 * 64) {
+        png_set_compression_window_bits(png, 12);
+        png_set_compression_mem_level(png, 2);
+    }
 
     int rc = png_write_run(png, pinfo, px, (size_t)w, (size_t)h);
 
