@@ -16,7 +16,8 @@ the same .safetensors.  Each case POSTs the same PNG (test image 0, an ankle
 boot) with wrk for --duration seconds and records requests/s and the p50 /
 p99 latency; the KServe v2 case POSTs the same image as a JSON UINT8
 [1,784] tensor.  Before measuring, both servers must return the same label
-for the image.  RSS is read from /proc after the runs.  Prints a Markdown
+for the image, and each is warmed up for 3 s per request kind (not measured).
+RSS is read from /proc after the runs.  Prints a Markdown
 table for docs/BENCHMARKS.md.
 """
 import argparse
@@ -167,6 +168,11 @@ def main():
             a_label, b_label = ours["predictions"][0]["label"], theirs["predictions"][0]["label"]
             if a_label != b_label:
                 raise SystemExit("bench-serve: %s: fmnist-serve says %s, the peer %s" % (m, a_label, b_label))
+            # warm-up, not measured: thread workspaces, page faults, the peer's lazy imports
+            for url, body, ctype in ((base + "/v1/classify?model=%s&invert=false" % m, png, "image/png"),
+                                     (pbase + "/v1/classify", png, "image/png"),
+                                     (base + "/v2/models/%s/infer" % m, v2, "application/json")):
+                wrk(url, body, ctype, conns[0], 3, lua)
             for c in conns:
                 r1 = wrk(base + "/v1/classify?model=%s&invert=false" % m, png, "image/png", c, a.duration, lua)
                 rows.append((m, "fmnist-serve /v1/classify PNG", c) + r1)
