@@ -48,38 +48,12 @@ def ours(train_bin, model, epochs, threads, tmp):
     return [e["train_seconds"] for e in h["history"]], h["config"]
 
 
-def torch_model(arch):
-    import torch.nn as nn
-    layers, c, hw, flat = [], arch["input"][0], arch["input"][1], None
-    for l in arch["layers"]:
-        t = l["type"]
-        if t == "conv2d":
-            pad = 0 if l.get("padding", "valid") == "valid" else l["kernel"] // 2
-            layers.append(nn.Conv2d(c, l["out"], l["kernel"], padding=pad))
-            c, hw = l["out"], hw - l["kernel"] + 1 + 2 * pad
-        elif t == "maxpool2d":
-            layers.append(nn.MaxPool2d(l.get("kernel", 2)))
-            hw //= l.get("kernel", 2)
-        elif t == "relu":
-            layers.append(nn.ReLU())
-        elif t == "dropout":
-            layers.append(nn.Dropout(l["p"]))
-        elif t == "flatten":
-            layers.append(nn.Flatten())
-            flat = c * hw * hw
-        elif t == "linear":
-            layers.append(nn.Linear(flat, l["out"]))
-            flat = l["out"]
-        else:
-            raise SystemExit("bench-train: layer %s not mapped to PyTorch" % t)
-    return nn.Sequential(*layers)
-
-
 def theirs(config, epochs, threads, x, y):
     import torch
     torch.manual_seed(1)
     torch.set_num_threads(threads)
-    net = torch_model(config["architecture"])
+    from torch_arch import build
+    net = build(config["architecture"])
     if config["optimizer"] == "adam":
         opt = torch.optim.Adam(net.parameters(), lr=config["learning_rate"], eps=1e-7)
     else:

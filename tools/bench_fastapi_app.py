@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from PIL import Image
+from torch_arch import build
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -36,31 +37,6 @@ def load(path):
         state[name] = torch.from_numpy(np.frombuffer(b, dtype=np.float32, count=(hi - lo) // 4,
                                                      offset=8 + n + lo).reshape(t["shape"]).copy())
     return arch, state
-
-
-def build(arch):
-    import torch.nn as nn
-    layers, c, hw, flat = [], arch["input"][0], arch["input"][1], None
-    for l in arch["layers"]:
-        t = l["type"]
-        if t == "conv2d":
-            pad = 0 if l.get("padding", "valid") == "valid" else l["kernel"] // 2
-            layers.append(nn.Conv2d(c, l["out"], l["kernel"], padding=pad))
-            c, hw = l["out"], hw - l["kernel"] + 1 + 2 * pad
-        elif t == "maxpool2d":
-            layers.append(nn.MaxPool2d(l.get("kernel", 2)))
-            hw //= l.get("kernel", 2)
-        elif t == "relu":
-            layers.append(nn.ReLU())
-        elif t == "dropout":
-            layers.append(nn.Dropout(l["p"]))
-        elif t == "flatten":
-            layers.append(nn.Flatten())
-            flat = c * hw * hw
-        elif t == "linear":
-            layers.append(nn.Linear(flat, l["out"]))
-            flat = l["out"]
-    return nn.Sequential(*layers)
 
 
 torch.set_num_threads(int(os.environ.get("FMNIST_BENCH_TORCH_THREADS", "1")))

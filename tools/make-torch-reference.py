@@ -18,32 +18,10 @@ import os
 
 import torch
 import torch.nn as nn
+from torch_arch import build
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "data", "torch_reference.json")
-
-
-def build(arch):
-    layers, c, h = [], arch["input"][0], arch["input"][1]
-    flat = None
-    for l in arch["layers"]:
-        t = l["type"]
-        if t == "conv2d":
-            pad = 0 if l["padding"] == "valid" else l["kernel"] // 2
-            layers.append(nn.Conv2d(c, l["out"], l["kernel"], padding=pad))
-            c, h = l["out"], h - l["kernel"] + 1 + 2 * pad
-        elif t == "maxpool2d":
-            layers.append(nn.MaxPool2d(l["kernel"]))
-            h //= l["kernel"]
-        elif t == "relu":
-            layers.append(nn.ReLU())
-        elif t == "flatten":
-            layers.append(nn.Flatten())
-            flat = c * h * h
-        elif t == "linear":
-            layers.append(nn.Linear(flat, l["out"]))
-            flat = l["out"]
-    return nn.Sequential(*layers).double()
 
 
 def r(t):
@@ -51,7 +29,7 @@ def r(t):
 
 
 def net_case(name, arch, batch, gen):
-    net = build(arch)
+    net = build(arch).double()
     with torch.no_grad():
         for p in net.parameters():
             p.copy_((torch.rand(p.shape, generator=gen, dtype=torch.float64) - 0.5) * 0.8)
