@@ -758,7 +758,7 @@ static char *b64_data_url(const uint8_t *data, size_t len, const char *mime) {
 char *api_png_data_url(const uint8_t *px, int w, int h) {
     uint8_t *png = NULL;
     size_t len = 0;
-    if (img_png_encode_gray8(px, w, h, &png, &len, NULL, 0) != IMG_OK) return NULL;
+    if (img_png_store_gray8(px, w, h, &png, &len, NULL, 0) != IMG_OK) return NULL;
     char *url = b64_data_url(png, len, "image/png");
     free(png);
     return url;

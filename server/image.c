@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include <png.h> /* brings <setjmp.h> */
+#include <zlib.h>
 
 /* stb_image: only what we serve (PNG goes through libpng), from memory only,
  * every symbol static so nothing clashes with a system libstb.  Its buffers
@@ -1032,6 +1033,115 @@ int img_png_encode_gray8(const uint8_t *px, int w, int h, uint8_t **out, size_t 
     }
     *out = s.buf;
     *out_len = s.len;
+    return IMG_OK;
+}
+
+/* ---- PNG with stored deflate blocks ---------------------------------------- */
+
+static uint8_t *put_be32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+    return p + 4;
+}
+
+/* Writes the chunk's CRC (over type and data, which end at end) and returns
+ * the byte after it. */
+static uint8_t *end_chunk(uint8_t *type, uint8_t *end) {
+    uLong crc = crc32(0L, Z_NULL, 0);
+    crc = crc32(crc, type, (uInt)(end - type));
+    return put_be32(end, (uint32_t)crc);
+}
+
+#define STORED_MAX 65535u /* bytes in one stored block */
+
+int img_png_store_gray8(const uint8_t *px, int w, int h, uint8_t **out, size_t *out_len,
+                        char *err, size_t errsz) {
+    if (out)
+        *out = NULL;
+    if (out_len)
+        *out_len = 0;
+    if (!px || !out || !out_len || w <= 0 || h <= 0)
+        return fail(err, errsz, IMG_EMPTY, "nothing to encode (%dx%d)", w, h);
+    /* Each row is a filter byte (0, none) and w pixels; the zlib stream is
+     * 2 header bytes, 5 bytes per block, the data and the Adler-32; the
+     * IDAT chunk's length field is 31 bits. */
+    size_t row = (size_t)w + 1;
+    if ((size_t)h > (size_t)0x7fffffff / row)
+        return fail(err, errsz, IMG_TOO_LARGE, "%dx%d is too large to encode", w, h);
+    size_t raw = row * (size_t)h;
+    size_t blocks = (raw + STORED_MAX - 1) / STORED_MAX;
+    size_t zlen = 2 + 5 * blocks + raw + 4;
+    if (zlen > 0x7fffffff)
+        return fail(err, errsz, IMG_TOO_LARGE, "%dx%d is too large to encode", w, h);
+    size_t total = 8 + (12 + 13) + (12 + zlen) + 12;
+    uint8_t *buf = malloc(total);
+    if (!buf)
+        return fail(err, errsz, IMG_NOMEM, "out of memory encoding a %dx%d PNG", w, h);
+
+    static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    uint8_t *p = buf;
+    memcpy(p, sig, 8);
+    p += 8;
+    p = put_be32(p, 13);
+    uint8_t *type = p;
+    memcpy(p, "IHDR", 4);
+    p = put_be32(p + 4, (uint32_t)w);
+    p = put_be32(p, (uint32_t)h);
+    *p++ = 8; /* bit depth */
+    *p++ = 0; /* colour type: gray */
+    *p++ = 0; /* compression: deflate */
+    *p++ = 0; /* filter method 0 */
+    *p++ = 0; /* not interlaced */
+    p = end_chunk(type, p);
+
+    p = put_be32(p, (uint32_t)zlen);
+    type = p;
+    memcpy(p, "IDAT", 4);
+    p += 4;
+    *p++ = 0x78; /* CMF: deflate, 32 KiB window */
+    *p++ = 0x01; /* FLG: no dictionary, (0x78 << 8 | 0x01) % 31 == 0 */
+    uLong adler = adler32(0L, Z_NULL, 0);
+    size_t y = 0, x = 0; /* next source byte: row y, column x (x == 0: the filter byte) */
+    for (size_t left = raw; left > 0;) {
+        unsigned n = left > STORED_MAX ? STORED_MAX : (unsigned)left;
+        left -= n;
+        *p++ = left == 0; /* BFINAL on the last block, BTYPE 00 (stored) */
+        *p++ = (uint8_t)n;
+        *p++ = (uint8_t)(n >> 8);
+        *p++ = (uint8_t)~n;
+        *p++ = (uint8_t)(~n >> 8);
+        uint8_t *data = p;
+        while (n > 0) {
+            if (x == 0) {
+                *p++ = 0;
+                x = 1;
+                n--;
+                continue;
+            }
+            size_t k = row - x < n ? row - x : n;
+            memcpy(p, px + y * (size_t)w + (x - 1), k);
+            p += k;
+            n -= (unsigned)k;
+            x += k;
+            if (x == row) {
+                x = 0;
+                y++;
+            }
+        }
+        adler = adler32(adler, data, (uInt)(p - data));
+    }
+    p = put_be32(p, (uint32_t)adler);
+    p = end_chunk(type, p);
+
+    p = put_be32(p, 0);
+    type = p;
+    memcpy(p, "IEND", 4);
+    p = end_chunk(type, p + 4);
+
+    *out = buf;
+    *out_len = (size_t)(p - buf);
     return IMG_OK;
 }
 

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include <png.h>
+#include <zlib.h>
 
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -1408,6 +1409,88 @@ START_TEST(test_png_encode_roundtrip) {
 }
 END_TEST
 
+/* The stored-block encoder: the file libpng reads back is the image; its
+ * zlib stream passes zlib's own checks (Adler-32 included); sizes that need
+ * more than one 65,535-byte block. */
+static void check_stored(const uint8_t *px, int w, int h) {
+    uint8_t *png = NULL;
+    size_t len = 0;
+    char err[128];
+    ck_assert_int_eq(img_png_store_gray8(px, w, h, &png, &len, err, sizeof err), IMG_OK);
+    size_t raw = (size_t)(w + 1) * (size_t)h;
+    size_t blocks = (raw + 65534) / 65535;
+    ck_assert_uint_eq(len, 8 + 25 + 12 + 2 + 5 * blocks + raw + 4 + 12);
+    ck_assert_int_eq(img_sniff(png, len), IMG_FMT_PNG);
+    png_image im;
+    memset(&im, 0, sizeof im);
+    im.version = PNG_IMAGE_VERSION;
+    ck_assert(png_image_begin_read_from_memory(&im, png, len));
+    ck_assert_uint_eq(im.width, (unsigned)w);
+    ck_assert_uint_eq(im.height, (unsigned)h);
+    im.format = PNG_FORMAT_GRAY;
+    uint8_t *dec = malloc((size_t)w * (size_t)h);
+    ck_assert_ptr_nonnull(dec);
+    ck_assert(png_image_finish_read(&im, NULL, dec, 0, NULL));
+    ck_assert_mem_eq(dec, px, (size_t)w * (size_t)h);
+    /* The IDAT payload inflates (zlib verifies the Adler-32) to the rows,
+     * each behind a 0 filter byte. */
+    uLongf n = (uLongf)raw;
+    uint8_t *rows = malloc(raw);
+    ck_assert_ptr_nonnull(rows);
+    ck_assert_mem_eq(png + 37, "IDAT", 4);
+    size_t zlen = (size_t)png[33] << 24 | (size_t)png[34] << 16 | (size_t)png[35] << 8 | png[36];
+    ck_assert_int_eq(uncompress(rows, &n, png + 41, (uLong)zlen), Z_OK);
+    ck_assert_uint_eq(n, raw);
+    for (int y = 0; y < h; y++) {
+        ck_assert_uint_eq(rows[(size_t)y * (size_t)(w + 1)], 0);
+        ck_assert_mem_eq(rows + (size_t)y * (size_t)(w + 1) + 1, px + (size_t)y * (size_t)w, (size_t)w);
+    }
+    free(rows);
+    free(dec);
+    free(png);
+}
+
+START_TEST(test_png_store_roundtrip) {
+    uint8_t px[IMG_N];
+    for (size_t i = 0; i < IMG_N; i++)
+        px[i] = pat(i % 28, i / 28);
+    check_stored(px, 28, 28);
+    uint8_t one = 200;
+    check_stored(&one, 1, 1);
+    /* 301 x 250 rows: 75,250 bytes, two blocks; 65,535 bytes exactly: one. */
+    size_t big = 300 * 250;
+    uint8_t *b = malloc(big);
+    ck_assert_ptr_nonnull(b);
+    for (size_t i = 0; i < big; i++)
+        b[i] = (uint8_t)(i * 7 + i / 300);
+    check_stored(b, 300, 250);
+    check_stored(b, 65534, 1);
+    check_stored(b, 255, 255); /* 256 * 255 = 65,280: one block */
+    free(b);
+    /* The 28x28 input: the same pixels as the libpng encoder's file. */
+    uint8_t *png = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(img_png_store_gray8(px, 28, 28, &png, &len, NULL, 0), IMG_OK);
+    ck_assert_uint_eq(len, 880);
+    float out[IMG_N];
+    img_info info;
+    char err[128];
+    ck_assert_int_eq(img_to_input(png, len, 0, IMG_INVERT_AUTO, out, &info, err, sizeof err), IMG_OK);
+    uint8_t back[IMG_N];
+    img_input_to_gray8(out, back);
+    ck_assert_mem_eq(back, px, IMG_N);
+    free(png);
+    /* Bad arguments. */
+    png = (uint8_t *)err;
+    ck_assert_int_eq(img_png_store_gray8(px, 0, 28, &png, &len, err, sizeof err), IMG_EMPTY);
+    ck_assert_ptr_null(png);
+    ck_assert_uint_eq(len, 0);
+    ck_assert_int_eq(img_png_store_gray8(NULL, 28, 28, &png, &len, NULL, 0), IMG_EMPTY);
+    ck_assert_int_eq(img_png_store_gray8(px, 28, -1, &png, &len, NULL, 0), IMG_EMPTY);
+    ck_assert_int_eq(img_png_store_gray8(px, 1 << 30, 4, &png, &len, err, sizeof err), IMG_TOO_LARGE);
+}
+END_TEST
+
 START_TEST(test_input_to_gray8) {
     float in[IMG_N];
     for (size_t i = 0; i < IMG_N; i++)
@@ -1533,6 +1616,7 @@ static Suite *image_suite(void) {
     tcase_add_test(tc, test_pipeline_28_modes);
     tcase_add_test(tc, test_pipeline_uniform);
     tcase_add_test(tc, test_png_encode_roundtrip);
+    tcase_add_test(tc, test_png_store_roundtrip);
     tcase_add_test(tc, test_input_to_gray8);
     suite_add_tcase(s, tc);
     return s;
