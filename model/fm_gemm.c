@@ -27,10 +27,21 @@ static inline float at_a(const float *A, size_t lda, int t, size_t i, size_t k) 
 
 /* Packs rows [i0, i0+mc) x cols [k0, k0+kc) of op(A) as strips of MR rows:
  * ap[strip][k][r], zero-padded past mc. */
+FM_CLONES
 static void pack_a(int t, const float *A, size_t lda, size_t i0, size_t mc, size_t k0, size_t kc,
                    float *ap) {
     for (size_t s = 0; s < mc; s += MR) {
         size_t mr = mc - s < MR ? mc - s : MR;
+        if (mr == MR) { /* full strips: constant trip counts, no per-element tests */
+            if (t) {
+                for (size_t k = 0; k < kc; k++, ap += MR) memcpy(ap, A + (k0 + k) * lda + i0 + s, MR * sizeof(float));
+            } else {
+                const float *rows = A + (i0 + s) * lda + k0;
+                for (size_t k = 0; k < kc; k++, ap += MR)
+                    for (size_t r = 0; r < MR; r++) ap[r] = rows[r * lda + k];
+            }
+            continue;
+        }
         for (size_t k = 0; k < kc; k++) {
             for (size_t r = 0; r < mr; r++) ap[r] = at_a(A, lda, t, i0 + s + r, k0 + k);
             for (size_t r = mr; r < MR; r++) ap[r] = 0.0f;
@@ -136,17 +147,25 @@ static void kernel1(size_t kc, const float *restrict a, const float *restrict b,
         for (size_t j = 0; j < nr; j++) c[j] += acc[j];
 }
 
+/* Floats before block (pc, ic) of A packed by fm_gemm_pack_a: the K
+ * blocks in order, each holding the M rows (padded to strips) in MC blocks. */
+static size_t packed_a_offset(size_t M, size_t pc, size_t ic, size_t kc) {
+    return pc * ((M + MR - 1) / MR * MR) + ic * kc;
+}
+
 /* The blocked loops.  B comes packed (pb, made by fm_gemm_pack_b: the
- * panels in this loop's order) or is packed here into scratch. */
+ * panels in this loop's order) or is packed here into scratch; likewise A
+ * (pa, made by fm_gemm_pack_a). */
 static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
-                 const float *B, size_t ldb, const float *pb, int accumulate, float *C, size_t ldc, float *scratch) {
+                 const float *B, size_t ldb, const float *pa, const float *pb, int accumulate, float *C, size_t ldc,
+                 float *scratch) {
     if (M == 0 || N == 0) return;
     if (K == 0) {
         if (!accumulate)
             for (size_t i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(float));
         return;
     }
-    float *ap = scratch;                       /* [MC/MR][KC][MR] */
+    const float *ap;                           /* packed A block: pa's, or scratch [MC/MR][KC][MR] */
     float *bpack = scratch + (size_t)MC * KC;  /* [NC/NR][KC][NR] */
     for (size_t jc = 0; jc < N; jc += NC) {
         size_t nc = N - jc < NC ? N - jc : NC;
@@ -164,7 +183,12 @@ static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const f
             }
             for (size_t ic = 0; ic < M; ic += MC) {
                 size_t mc = M - ic < MC ? M - ic : MC;
-                pack_a(trans_a, A, lda, ic, mc, pc, kc, ap);
+                if (pa) {
+                    ap = pa + packed_a_offset(M, pc, ic, kc);
+                } else {
+                    pack_a(trans_a, A, lda, ic, mc, pc, kc, scratch);
+                    ap = scratch;
+                }
                 for (size_t jr = 0; jr < nc; jr += NR) {
                     size_t nr = nc - jr < NR ? nc - jr : NR;
                     for (size_t ir = 0; ir < mc; ir += MR) {
@@ -183,7 +207,7 @@ static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const f
 
 void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
               const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *scratch) {
-    gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, NULL, accumulate, C, ldc, scratch);
+    gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, NULL, NULL, accumulate, C, ldc, scratch);
 }
 
 size_t fm_gemm_packed_size(size_t N, size_t K) {
@@ -208,7 +232,24 @@ void fm_gemm_pack_b(int trans_b, size_t N, size_t K, const float *B, size_t ldb,
 
 void fm_sgemm_pb(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *packed, int accumulate,
                  float *C, size_t ldc, float *scratch) {
-    gemm(0, 0, M, N, K, A, lda, NULL, 0, packed, accumulate, C, ldc, scratch);
+    gemm(0, 0, M, N, K, A, lda, NULL, 0, NULL, packed, accumulate, C, ldc, scratch);
+}
+
+size_t fm_gemm_packed_a_size(size_t M, size_t K) { return (M + MR - 1) / MR * MR * K; }
+
+void fm_gemm_pack_a(size_t M, size_t K, const float *A, size_t lda, float *packed) {
+    for (size_t pc = 0; pc < K; pc += KC) {
+        size_t kc = K - pc < KC ? K - pc : KC;
+        for (size_t ic = 0; ic < M; ic += MC) {
+            size_t mc = M - ic < MC ? M - ic : MC;
+            pack_a(0, A, lda, ic, mc, pc, kc, packed + packed_a_offset(M, pc, ic, kc));
+        }
+    }
+}
+
+void fm_sgemm_pa(size_t M, size_t N, size_t K, const float *packed, const float *B, size_t ldb, int accumulate,
+                 float *C, size_t ldc, float *scratch) {
+    gemm(0, 0, M, N, K, NULL, 0, B, ldb, packed, NULL, accumulate, C, ldc, scratch);
 }
 
 const char *fm_gemm_kernel_name(void) {

@@ -33,6 +33,14 @@ void fm_gemm_pack_b(int trans_b, size_t N, size_t K, const float *B, size_t ldb,
 void fm_sgemm_pb(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *packed, int accumulate,
                  float *C, size_t ldc, float *scratch);
 
+/* The same for A, when A is the constant operand (a convolution's weights
+ * [O, C*K*K] times its im2col patches): fm_sgemm_pa computes exactly what
+ * fm_sgemm(0, 0, ...) computes from A itself. */
+size_t fm_gemm_packed_a_size(size_t M, size_t K);
+void fm_gemm_pack_a(size_t M, size_t K, const float *A, size_t lda, float *packed);
+void fm_sgemm_pa(size_t M, size_t N, size_t K, const float *packed, const float *B, size_t ldb, int accumulate,
+                 float *C, size_t ldc, float *scratch);
+
 /* Which micro-kernel the CPU dispatch picked ("avx2+fma" or "generic"), for logs. */
 const char *fm_gemm_kernel_name(void);
 

@@ -5,6 +5,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "fm_gemm.h"
@@ -42,23 +43,40 @@ size_t fm_conv2d_scratch(size_t C, size_t O, size_t K, size_t OH, size_t OW, siz
 }
 
 /* col[(n,oh,ow), (c,kh,kw)] = x[n, c, oh+kh-P, ow+kw-P] or 0 outside */
+/* One output position's K values along a kernel row: x row xr (NULL: the
+ * row is padding) from input column iw0 = ow - P (may be negative). */
+static inline float *im2col_run(float *row, const float *xr, ptrdiff_t iw0, size_t W, size_t K) {
+    if (!xr) {
+        for (size_t kw = 0; kw < K; kw++) *row++ = 0.0f;
+    } else if (iw0 >= 0 && (size_t)iw0 + K <= W) { /* the usual case: all inside */
+        const float *src = xr + iw0;
+        if (K == 3) {
+            row[0] = src[0], row[1] = src[1], row[2] = src[2];
+            row += 3;
+        } else {
+            for (size_t kw = 0; kw < K; kw++) *row++ = src[kw];
+        }
+    } else {
+        for (size_t kw = 0; kw < K; kw++) {
+            ptrdiff_t iw = iw0 + (ptrdiff_t)kw;
+            *row++ = iw >= 0 && (size_t)iw < W ? xr[iw] : 0.0f;
+        }
+    }
+    return row;
+}
+
 static void im2col(float *col, const float *x, size_t nb, size_t C, size_t H, size_t W, size_t K,
                    size_t P, size_t OH, size_t OW) {
-    size_t ckk = C * K * K;
     for (size_t n = 0; n < nb; n++)
         for (size_t oh = 0; oh < OH; oh++)
             for (size_t ow = 0; ow < OW; ow++) {
-                float *row = col + ((n * OH + oh) * OW + ow) * ckk;
+                ptrdiff_t iw0 = (ptrdiff_t)ow - (ptrdiff_t)P;
                 for (size_t c = 0; c < C; c++) {
                     const float *xc = x + (n * C + c) * H * W;
                     for (size_t kh = 0; kh < K; kh++) {
-                        size_t ih = oh + kh; /* + P offset: ih - P is the real row */
-                        for (size_t kw = 0; kw < K; kw++) {
-                            size_t iw = ow + kw;
-                            *row++ = (ih >= P && ih - P < H && iw >= P && iw - P < W)
-                                         ? xc[(ih - P) * W + (iw - P)]
-                                         : 0.0f;
-                        }
+                        ptrdiff_t ih = (ptrdiff_t)(oh + kh) - (ptrdiff_t)P;
+                        const float *xr = ih >= 0 && (size_t)ih < H ? xc + (size_t)ih * W : NULL;
+                        col = im2col_run(col, xr, iw0, W, K);
                     }
                 }
             }
@@ -87,24 +105,55 @@ static void col2im(float *dx, const float *dcol, size_t nb, size_t C, size_t H, 
             }
 }
 
+/* The transposed layout for the forward pass: colT[(c,kh,kw), (n,oh,ow)],
+ * row length ld = nb*OH*OW.  Each (c, kh, kw, n, oh) is a run of OW
+ * consecutive input values (zeros where the kernel hangs over the edge),
+ * so it is mostly memcpy. */
+static void im2col_t(float *colT, const float *x, size_t nb, size_t C, size_t H, size_t W, size_t K,
+                     size_t P, size_t OH, size_t OW) {
+    size_t ld = nb * OH * OW;
+    for (size_t c = 0; c < C; c++)
+        for (size_t kh = 0; kh < K; kh++)
+            for (size_t kw = 0; kw < K; kw++) {
+                float *dst = colT + ((c * K + kh) * K + kw) * ld;
+                /* output columns ow whose input column ow + kw - P is inside [0, W) */
+                size_t lo = P > kw ? P - kw : 0, hi = W + P - kw < OW ? W + P - kw : OW;
+                if (hi < lo) hi = lo;
+                for (size_t n = 0; n < nb; n++)
+                    for (size_t oh = 0; oh < OH; oh++, dst += OW) {
+                        ptrdiff_t ih = (ptrdiff_t)(oh + kh) - (ptrdiff_t)P;
+                        if (ih < 0 || (size_t)ih >= H) {
+                            memset(dst, 0, OW * sizeof(float));
+                            continue;
+                        }
+                        const float *src = x + ((n * C + c) * H + (size_t)ih) * W + kw + lo - P;
+                        for (size_t ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+                        memcpy(dst + lo, src, (hi - lo) * sizeof(float));
+                        for (size_t ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
+                    }
+            }
+}
+
 void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N, size_t C,
                        size_t H, size_t W, size_t O, size_t K, size_t P, float *scratch, size_t chunk,
                        float *gemm) {
     size_t OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1, Q = OH * OW, ckk = C * K * K;
-    float *col = scratch, *tmp = scratch + chunk * Q * ckk;
+    float *colT = scratch, *tmp = scratch + chunk * Q * ckk;
     for (size_t n0 = 0; n0 < N; n0 += chunk) {
-        size_t nb = N - n0 < chunk ? N - n0 : chunk;
-        im2col(col, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
-        /* tmp[nb*Q, O] = col[nb*Q, ckk] w[O, ckk]^T */
+        size_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
+        im2col_t(colT, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
+        /* [O, nb*Q] = w[O, ckk] colT[ckk, nb*Q]: for one image that is y's
+         * own layout, for several it is gathered image by image */
+        float *out = nb == 1 ? y + n0 * O * Q : tmp;
         if (pw)
-            fm_sgemm_pb(nb * Q, O, ckk, col, ckk, pw, 0, tmp, O, gemm);
+            fm_sgemm_pa(O, ld, ckk, pw, colT, ld, 0, out, ld, gemm);
         else
-            fm_sgemm(0, 1, nb * Q, O, ckk, col, ckk, w, ckk, 0, tmp, O, gemm);
+            fm_sgemm(0, 0, O, ld, ckk, w, ckk, colT, ld, 0, out, ld, gemm);
         for (size_t n = 0; n < nb; n++)
             for (size_t o = 0; o < O; o++) {
                 float *yo = y + ((n0 + n) * O + o) * Q;
-                const float *t = tmp + n * Q * O + o;
-                for (size_t q = 0; q < Q; q++) yo[q] = t[q * O] + b[o];
+                const float *t = out + o * ld + n * Q;
+                for (size_t q = 0; q < Q; q++) yo[q] = t[q] + b[o];
             }
     }
 }

@@ -26,8 +26,9 @@ void fm_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
 /* Scratch floats conv2d needs for chunks of `chunk` images (forward and backward). */
 size_t fm_conv2d_scratch(size_t C, size_t O, size_t K, size_t OH, size_t OW, size_t chunk);
 /* y[N,O,OH,OW] = sum_{c,kh,kw} w[O,C,K,K] x[N,C,oh+kh-P,ow+kw-P] + b[O], zero outside x;
- * stride 1, OH = H + 2P - K + 1.  Computed as im2col + GEMM, `chunk` images at a time. */
-/* pw: w packed by fm_gemm_pack_b(1, O, C*K*K, w, C*K*K, pw), or NULL. */
+ * stride 1, OH = H + 2P - K + 1.  Computed as im2col + GEMM (w times the
+ * patches, which gives y's channel-major layout), `chunk` images at a time. */
+/* pw: w packed by fm_gemm_pack_a(O, C*K*K, w, C*K*K, pw), or NULL. */
 void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N, size_t C,
                        size_t H, size_t W, size_t O, size_t K, size_t P, float *scratch, size_t chunk,
                        float *gemm);

@@ -107,14 +107,20 @@ static void weight_shape(const fm_layer *L, size_t *N, size_t *K) {
     *K = L->type == FM_LINEAR ? (size_t)L->in_c : (size_t)L->in_c * (size_t)L->kernel * (size_t)L->kernel;
 }
 
+/* Floats of a weight layer's packed weights: a dense layer's are GEMM
+ * operand B (x w^T), a convolution's operand A (w times the patches). */
+static size_t packed_floats(const fm_layer *L) {
+    size_t N, K;
+    weight_shape(L, &N, &K);
+    return L->type == FM_CONV2D ? fm_gemm_packed_a_size(N, K) : fm_gemm_packed_size(N, K);
+}
+
 int fm_model_pack(fm_model *m, fm_error *err) {
     const fm_arch *a = &m->arch;
     size_t total = 0, N, K;
     for (int i = 0; i < a->n_layers; i++) {
         const fm_layer *L = &a->layers[i];
-        if (L->type != FM_LINEAR && L->type != FM_CONV2D) continue;
-        weight_shape(L, &N, &K);
-        total += fm_gemm_packed_size(N, K);
+        if (L->type == FM_LINEAR || L->type == FM_CONV2D) total += packed_floats(L);
     }
     float *p = malloc((total ? total : 1) * sizeof *p);
     if (!p) return fm_seterr(err, "out of memory packing the weights of %s (%zu floats)", a->name, total);
@@ -123,8 +129,11 @@ int fm_model_pack(fm_model *m, fm_error *err) {
         const fm_layer *L = &a->layers[i];
         if (L->type != FM_LINEAR && L->type != FM_CONV2D) continue;
         weight_shape(L, &N, &K);
-        fm_gemm_pack_b(1, N, K, m->params + L->w_off, K, q);
-        q += fm_gemm_packed_size(N, K);
+        if (L->type == FM_CONV2D)
+            fm_gemm_pack_a(N, K, m->params + L->w_off, K, q);
+        else
+            fm_gemm_pack_b(1, N, K, m->params + L->w_off, K, q);
+        q += packed_floats(L);
     }
     free(m->packed);
     m->packed = p;
@@ -156,10 +165,8 @@ static const float *forward(const fm_arch *a, const float *params, const float *
         if (L->type == FM_FLATTEN || L->type == FM_DROPOUT) continue;
         const float *lpw = NULL;
         if (pw && (L->type == FM_LINEAR || L->type == FM_CONV2D)) {
-            size_t N, K;
-            weight_shape(L, &N, &K);
             lpw = pw;
-            pw += fm_gemm_packed_size(N, K);
+            pw += packed_floats(L);
         }
         float *out;
         if (L->type == FM_RELU && in != x)

@@ -266,6 +266,56 @@ START_TEST(test_gemm_row_independent) {
 }
 END_TEST
 
+/* Packed operands give bit for bit what the unpacked call gives: B packed
+ * (dense layers' weights) and A packed (convolutions' weights), across K, M
+ * and N blocks, overwrite and accumulate.  And swapping the operands
+ * (C^T = B^T A^T) changes no bit either: every element is the same fused
+ * multiply-adds in the same order, which is why the convolution may run as
+ * weights x patches (channel-major output) and still match the results of
+ * patches x weights. */
+START_TEST(test_gemm_packed_identical) {
+    static const size_t cases[][3] = {{1, 256, 784}, {64, 121, 288}, {128, 9, 576}, {32, 676, 9},
+                                      {73, 530, 300}, {7, 5, 1}};
+    float *scratch = falloc(FM_GEMM_SCRATCH);
+    fm_rng rng;
+    fm_rng_seed(&rng, 14);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        size_t M = cases[c][0], N = cases[c][1], K = cases[c][2];
+        float *A = falloc(M * K), *B = falloc(K * N), *Bt = falloc(N * K), *C0 = falloc(M * N),
+              *Cr = falloc(M * N), *Cp = falloc(M * N), *Ct = falloc(N * M);
+        float *pa = falloc(fm_gemm_packed_a_size(M, K)), *pb = falloc(fm_gemm_packed_size(N, K));
+        fill(A, M * K, &rng, -1.0f, 1.0f);
+        fill(B, K * N, &rng, -1.0f, 1.0f);
+        fill(C0, M * N, &rng, -1.0f, 1.0f);
+        for (size_t k = 0; k < K; k++)
+            for (size_t j = 0; j < N; j++) Bt[j * K + k] = B[k * N + j];
+        fm_gemm_pack_a(M, K, A, K, pa);
+        fm_gemm_pack_b(0, N, K, B, N, pb);
+        for (int acc = 0; acc < 2; acc++) {
+            memcpy(Cr, C0, M * N * sizeof(float));
+            fm_sgemm(0, 0, M, N, K, A, K, B, N, acc, Cr, N, scratch);
+            memcpy(Cp, C0, M * N * sizeof(float));
+            fm_sgemm_pa(M, N, K, pa, B, N, acc, Cp, N, scratch);
+            ck_assert_msg(memcmp(Cp, Cr, M * N * sizeof(float)) == 0, "packed A differs: M=%zu N=%zu K=%zu acc=%d",
+                          M, N, K, acc);
+            memcpy(Cp, C0, M * N * sizeof(float));
+            fm_sgemm_pb(M, N, K, A, K, pb, acc, Cp, N, scratch);
+            ck_assert_msg(memcmp(Cp, Cr, M * N * sizeof(float)) == 0, "packed B differs: M=%zu N=%zu K=%zu acc=%d",
+                          M, N, K, acc);
+        }
+        /* C^T[N,M] = B^T A^T, from Bt [N,K] and A used transposed */
+        fm_sgemm(0, 1, N, M, K, Bt, K, A, K, 0, Ct, M, scratch);
+        fm_sgemm(0, 0, M, N, K, A, K, B, N, 0, Cr, N, scratch);
+        for (size_t i = 0; i < M; i++)
+            for (size_t j = 0; j < N; j++)
+                ck_assert_msg(memcmp(&Ct[j * M + i], &Cr[i * N + j], sizeof(float)) == 0,
+                              "C^T = B^T A^T differs at (%zu,%zu): M=%zu N=%zu K=%zu", i, j, M, N, K);
+        free(A), free(B), free(Bt), free(C0), free(Cr), free(Cp), free(Ct), free(pa), free(pb);
+    }
+    free(scratch);
+}
+END_TEST
+
 /* K = 0: C = 0 (overwrite) or unchanged (accumulate); M or N = 0: nothing. */
 START_TEST(test_gemm_degenerate) {
     float *scratch = falloc(FM_GEMM_SCRATCH);
@@ -841,6 +891,7 @@ static Suite *layers_suite(void) {
     tcase_add_test(tc, test_gemm_large_sizes);
     tcase_add_test(tc, test_gemm_degenerate);
     tcase_add_test(tc, test_gemm_row_independent);
+    tcase_add_test(tc, test_gemm_packed_identical);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("linear");
