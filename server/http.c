@@ -35,9 +35,9 @@
  *
  * Oversized headers.  libmicrohttpd answers a request head that does not
  * fit its per-connection memory pool itself, with an HTML page.  The pool is
- * HTTP_CONN_MEMORY (a few times HTTP_MAX_HEADER_BYTES), so heads between
- * the cap and the pool reach on_request and get our JSON 431; only heads
- * several times larger still get the library's page.
+ * HTTP_CONN_MEMORY (2.5 times HTTP_MAX_HEADER_BYTES), so heads between the
+ * cap and about 150 KiB reach on_request and get our JSON 431; only larger
+ * heads still get the library's page.
  *
  * Left out: TLS (terminate it in front), HTTP/2, per-client rate limits,
  * compression. */
