@@ -189,6 +189,24 @@ void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
 void fm_maxpool_forward(float *y, uint8_t *arg, const float *x, size_t N, size_t C, size_t H,
                         size_t W, size_t S) {
     size_t OH = H / S, OW = W / S;
+    if (S == 2 && !arg) { /* inference: the same selects, no arg-max to keep; vectorises */
+        for (size_t nc = 0; nc < N * C; nc++) {
+            const float *xp = x + nc * H * W;
+            float *yp = y + nc * OH * OW;
+            for (size_t oh = 0; oh < OH; oh++) {
+                const float *restrict r0 = xp + 2 * oh * W, *restrict r1 = r0 + W;
+                float *restrict yr = yp + oh * OW;
+                for (size_t ow = 0; ow < OW; ow++) {
+                    float best = r0[2 * ow], v;
+                    v = r0[2 * ow + 1], best = v > best ? v : best;
+                    v = r1[2 * ow], best = v > best ? v : best;
+                    v = r1[2 * ow + 1], best = v > best ? v : best;
+                    yr[ow] = best;
+                }
+            }
+        }
+        return;
+    }
     if (S == 2) { /* the study's 2x2 pooling, branch-free (selects, not jumps): same results */
         for (size_t nc = 0; nc < N * C; nc++) {
             const float *xp = x + nc * H * W;
@@ -222,7 +240,7 @@ void fm_maxpool_forward(float *y, uint8_t *arg, const float *x, size_t N, size_t
                     }
                 size_t o = (nc * OH + oh) * OW + ow;
                 y[o] = best;
-                arg[o] = bi;
+                if (arg) arg[o] = bi;
             }
     }
 }

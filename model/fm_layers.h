@@ -38,7 +38,8 @@ void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                         size_t P, float *scratch, size_t chunk, float *gemm);
 
 /* y[N,C,H/S,W/S] = max over each S x S window (stride S, floor); arg[same]
- * records which of the S*S inputs won (first maximum on ties); S <= 15. */
+ * records which of the S*S inputs won (first maximum on ties); S <= 15.
+ * arg may be NULL (inference): the same values, nothing recorded. */
 void fm_maxpool_forward(float *y, uint8_t *arg, const float *x, size_t N, size_t C, size_t H,
                         size_t W, size_t S);
 /* dx[N,C,H,W] = dy routed to each window's arg-max, zero elsewhere */

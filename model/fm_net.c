@@ -29,9 +29,8 @@ int fm_ws_create(fm_ws *ws, const fm_arch *a, size_t max_batch, int train, fm_er
     /* one block: floats first (16-float aligned pieces), then the byte masks */
     size_t act = align16(max_batch * a->max_size);
     size_t nf = 2 * act + align16(conv) + align16(FM_GEMM_SCRATCH) + align16(max_batch * FM_N_CLASSES);
-    /* eval-mode maxpool arg-maxes go to ws->arg in either kind of workspace:
-     * a training workspace may run fm_forward(train=0) too (e.g. validation) */
-    size_t nbytes_masks = align16(max_batch * a->max_size);
+    /* eval mode keeps no masks: max-pooling there computes values only */
+    size_t nbytes_masks = 0;
     if (train) {
         for (int i = 0; i < a->n_layers; i++) {
             nf += align16(max_batch * a->layers[i].out_size);
@@ -39,7 +38,7 @@ int fm_ws_create(fm_ws *ws, const fm_arch *a, size_t max_batch, int train, fm_er
             if (t == FM_DROPOUT || t == FM_MAXPOOL2D) nbytes_masks += align16(max_batch * a->layers[i].out_size);
         }
     }
-    char *block = malloc(nf * sizeof(float) + nbytes_masks);
+    char *block = malloc(nf * sizeof(float) + (nbytes_masks ? nbytes_masks : 1));
     if (!block) return fm_seterr(err, "out of memory allocating a workspace for batch %zu", max_batch);
     float *f = (float *)block;
     uint8_t *m = (uint8_t *)(f + nf);
@@ -52,7 +51,6 @@ int fm_ws_create(fm_ws *ws, const fm_arch *a, size_t max_batch, int train, fm_er
     ws->conv = f, f += align16(conv);
     ws->gemm = f, f += align16(FM_GEMM_SCRATCH);
     ws->probs = f, f += align16(max_batch * FM_N_CLASSES);
-    ws->arg = m, m += align16(max_batch * a->max_size);
     if (train) {
         for (int i = 0; i < a->n_layers; i++) {
             size_t sz = align16(max_batch * a->layers[i].out_size);
@@ -173,7 +171,7 @@ static const float *forward(const fm_arch *a, const float *params, const float *
             out = (float *)(in == ws->ping ? ws->ping : ws->pong);
         else
             out = in == ws->ping ? ws->pong : ws->ping;
-        layer_forward(L, params, lpw, ws, out, ws->arg, in, n, 0, NULL);
+        layer_forward(L, params, lpw, ws, out, NULL, in, n, 0, NULL);
         in = out;
     }
     return in;

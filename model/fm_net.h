@@ -53,7 +53,6 @@ typedef struct fm_ws {
     size_t conv_chunk;              /* images per im2col chunk */
     float *gemm;                    /* [FM_GEMM_SCRATCH] */
     float *probs;                   /* [max_batch, 10] softmax output */
-    uint8_t *arg;                   /* eval-mode maxpool arg-max [max_batch, max_size] (either kind), unused after */
     void *block;                    /* the single allocation behind everything above */
 } fm_ws;
 

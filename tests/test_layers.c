@@ -627,6 +627,21 @@ START_TEST(test_maxpool_golden) {
     const float f[20] = {0, 1, 2, 90, 91, 3, 4, 5, 92, 93, 8, 7, 6, 94, 95, 96, 97, 98, 99, 100};
     fm_maxpool_forward(y, arg, f, 1, 1, 4, 5, 3);
     ck_assert(y[0] == 8 && arg[0] == 6);
+    /* without arg (inference): the same values, odd sizes floored, NaN and
+     * -0 handled as with arg (the same comparisons) */
+    fm_rng rng;
+    fm_rng_seed(&rng, 15);
+    for (size_t S = 2; S <= 3; S++) {
+        enum { NC = 3, HH = 13, WW = 11 };
+        float xs[NC * HH * WW], y1[NC * 6 * 5], y2[NC * 6 * 5];
+        uint8_t a1[NC * 6 * 5];
+        for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) xs[i] = fm_rng_uniform(&rng) - 0.5f;
+        xs[5] = NAN, xs[17] = -0.0f, xs[40] = NAN;
+        size_t n = NC * (HH / S) * (WW / S);
+        fm_maxpool_forward(y1, a1, xs, 1, NC, HH, WW, S);
+        fm_maxpool_forward(y2, NULL, xs, 1, NC, HH, WW, S);
+        ck_assert_mem_eq(y1, y2, n * sizeof(float));
+    }
 }
 END_TEST
 
