@@ -128,15 +128,15 @@ static void kernel(size_t kc, const float *restrict a, const float *restrict b, 
  * it (bit-identical to the batched answer), without computing MR - 1 rows
  * of padding. */
 FM_CLONES
-static void kernel1(size_t kc, const float *restrict a, const float *restrict b, float *restrict c, size_t nr,
-                    int overwrite) {
+static void kernel1(size_t kc, const float *restrict a, size_t as, const float *restrict b, float *restrict c,
+                    size_t nr, int overwrite) {
     v8f c00 = {0}, c01 = {0};
     for (size_t k = 0; k < kc; k++) {
         v8f b0, b1;
         LOAD8(b0, b);
         LOAD8(b1, b + 8);
         c00 += a[0] * b0; c01 += a[0] * b1;
-        a += MR;
+        a += as; /* MR in a packed strip, 1 straight from a row of A */
         b += NR;
     }
     float acc[NR];
@@ -183,8 +183,12 @@ static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const f
             }
             for (size_t ic = 0; ic < M; ic += MC) {
                 size_t mc = M - ic < MC ? M - ic : MC;
+                size_t as = MR; /* stride of kernel1's A */
                 if (pa) {
                     ap = pa + packed_a_offset(M, pc, ic, kc);
+                } else if (mc == 1 && !trans_a) { /* one row (an image): read it in place */
+                    ap = A + ic * lda + pc;
+                    as = 1;
                 } else {
                     pack_a(trans_a, A, lda, ic, mc, pc, kc, scratch);
                     ap = scratch;
@@ -194,7 +198,7 @@ static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const f
                     for (size_t ir = 0; ir < mc; ir += MR) {
                         size_t mr = mc - ir < MR ? mc - ir : MR;
                         if (mr == 1)
-                            kernel1(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, nr, overwrite);
+                            kernel1(kc, ap + ir * kc, as, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, nr, overwrite);
                         else
                             kernel(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
                                    mr, nr, overwrite);

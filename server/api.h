@@ -60,6 +60,11 @@ cJSON *api_put(int *ok, cJSON *obj, const char *key, cJSON *item);
 cJSON *api_push(int *ok, cJSON *arr, cJSON *item);
 /* A float printed with %.9g (round-trips exactly); null when not finite. */
 cJSON *api_float(float v);
+/* The same text into buf (the one float printed once, used twice). */
+void api_float_text(float v, char buf[32]);
+/* An integer as a raw number: cJSON's own printer tries %1.15g, reads it
+ * back with sscanf and may print again, on every number. */
+cJSON *api_int(long long v);
 /* Prints root into resp as application/json with status and frees root.
  * !ok or a print failure gives 503. */
 void api_reply(srv_response *resp, int status, cJSON *root, int ok);

@@ -75,16 +75,18 @@ static cJSON *prediction_json(const api_inputs *in, size_t i, int top, int *ok) 
     const api_item *it = &in->items[i];
     if (it->has_filename) api_put(ok, o, "filename", cJSON_CreateString(it->filename));
     api_put(ok, o, "label", cJSON_CreateString(fm_class_names[order[0]]));
-    api_put(ok, o, "class_id", cJSON_CreateNumber(order[0]));
-    api_put(ok, o, "confidence", api_float(p[order[0]]));
+    char text[FM_N_CLASSES][32]; /* each probability printed once */
+    for (int k = 0; k < FM_N_CLASSES; k++) api_float_text(p[k], text[k]);
+    api_put(ok, o, "class_id", api_int(order[0]));
+    api_put(ok, o, "confidence", cJSON_CreateRaw(text[order[0]]));
     cJSON *probs = api_put(ok, o, "probabilities", cJSON_CreateObject());
-    for (int k = 0; k < FM_N_CLASSES; k++) api_put(ok, probs, fm_class_names[k], api_float(p[k]));
+    for (int k = 0; k < FM_N_CLASSES; k++) api_put(ok, probs, fm_class_names[k], cJSON_CreateRaw(text[k]));
     cJSON *tops = api_put(ok, o, "top", cJSON_CreateArray());
     for (int k = 0; k < top; k++) {
         cJSON *t = api_push(ok, tops, cJSON_CreateObject());
         api_put(ok, t, "label", cJSON_CreateString(fm_class_names[order[k]]));
-        api_put(ok, t, "class_id", cJSON_CreateNumber(order[k]));
-        api_put(ok, t, "probability", api_float(p[order[k]]));
+        api_put(ok, t, "class_id", api_int(order[k]));
+        api_put(ok, t, "probability", cJSON_CreateRaw(text[order[k]]));
     }
     if (it->is_image) api_put(ok, o, "preprocessing", api_preprocessing(it, in->x + i * FM_IMG_SIZE, ok));
     if (!o) *ok = 0;

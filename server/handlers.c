@@ -163,10 +163,22 @@ cJSON *api_push(int *ok, cJSON *arr, cJSON *item) {
     return item;
 }
 
+void api_float_text(float v, char buf[32]) {
+    if (isfinite(v))
+        snprintf(buf, 32, "%.9g", (double)v);
+    else
+        memcpy(buf, "null", 5);
+}
+
 cJSON *api_float(float v) {
-    if (!isfinite(v)) return cJSON_CreateNull();
     char buf[32];
-    snprintf(buf, sizeof buf, "%.9g", (double)v);
+    api_float_text(v, buf);
+    return cJSON_CreateRaw(buf);
+}
+
+cJSON *api_int(long long v) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%lld", v);
     return cJSON_CreateRaw(buf);
 }
 
@@ -768,9 +780,9 @@ cJSON *api_preprocessing(const api_item *it, const float x[FM_IMG_SIZE], int *ok
     cJSON *o = cJSON_CreateObject();
     const img_info *f = &it->info;
     api_put(ok, o, "format", cJSON_CreateString(f->format ? f->format : "unknown"));
-    api_put(ok, o, "width", cJSON_CreateNumber((double)f->width));
-    api_put(ok, o, "height", cJSON_CreateNumber((double)f->height));
-    api_put(ok, o, "channels", cJSON_CreateNumber(f->channels));
+    api_put(ok, o, "width", api_int((long long)f->width));
+    api_put(ok, o, "height", api_int((long long)f->height));
+    api_put(ok, o, "channels", api_int(f->channels));
     api_put(ok, o, "has_alpha", cJSON_CreateBool(f->has_alpha));
     api_put(ok, o, "trimmed", cJSON_CreateBool(f->trimmed));
     api_put(ok, o, "resized", cJSON_CreateBool(f->resized));
