@@ -132,10 +132,18 @@ static void kernel1(size_t kc, const float *restrict a, size_t as, const float *
                     size_t nr, int overwrite) {
     v8f c00 = {0}, c01 = {0};
     for (size_t k = 0; k < kc; k++) {
-        v8f b0, b1;
-        LOAD8(b0, b);
-        LOAD8(b1, b + 8);
-        c00 += a[0] * b0; c01 += a[0] * b1;
+        /* A zero a[k] (black background pixels, units cut by ReLU: about
+         * half of them) is skipped with its row of B, which halves the
+         * weights read from memory.  Skipping changes no bit when B is
+         * finite: 0 * b is a zero, and adding a zero leaves the sum as it
+         * is (the sum starts at +0 and +0 + -0 is +0).  Weights are finite:
+         * fm_st refuses NaN and Inf, training stops on a NaN loss. */
+        if (a[0] != 0.0f) {
+            v8f b0, b1;
+            LOAD8(b0, b);
+            LOAD8(b1, b + 8);
+            c00 += a[0] * b0; c01 += a[0] * b1;
+        }
         a += as; /* MR in a packed strip, 1 straight from a row of A */
         b += NR;
     }
@@ -151,6 +159,35 @@ static void kernel1(size_t kc, const float *restrict a, size_t as, const float *
  * blocks in order, each holding the M rows (padded to strips) in MC blocks. */
 static size_t packed_a_offset(size_t M, size_t pc, size_t ic, size_t kc) {
     return pc * ((M + MR - 1) / MR * MR) + ic * kc;
+}
+
+/* kernel1 for four strips side by side (64 columns of C): eight
+ * independent accumulator chains instead of two, so the FMA latency no
+ * longer bounds a single row; each element still sums its products in k
+ * order, bit for bit as kernel1 (and kernel) does.  Full strips only. */
+FM_CLONES
+static void kernel1x4(size_t kc, const float *restrict a, size_t as, const float *restrict b, size_t bs,
+                      float *restrict c, int overwrite) {
+    v8f c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, c5 = {0}, c6 = {0}, c7 = {0};
+    const float *b0p = b, *b1p = b + bs, *b2p = b + 2 * bs, *b3p = b + 3 * bs;
+    for (size_t k = 0; k < kc; k++) {
+        if (a[0] != 0.0f) { /* see kernel1 */
+            v8f x0, x1, x2, x3, x4, x5, x6, x7;
+            LOAD8(x0, b0p), LOAD8(x1, b0p + 8), LOAD8(x2, b1p), LOAD8(x3, b1p + 8);
+            LOAD8(x4, b2p), LOAD8(x5, b2p + 8), LOAD8(x6, b3p), LOAD8(x7, b3p + 8);
+            c0 += a[0] * x0; c1 += a[0] * x1; c2 += a[0] * x2; c3 += a[0] * x3;
+            c4 += a[0] * x4; c5 += a[0] * x5; c6 += a[0] * x6; c7 += a[0] * x7;
+        }
+        a += as;
+        b0p += NR, b1p += NR, b2p += NR, b3p += NR;
+    }
+    float acc[4 * NR];
+    memcpy(acc, &c0, 32), memcpy(acc + 8, &c1, 32), memcpy(acc + 16, &c2, 32), memcpy(acc + 24, &c3, 32);
+    memcpy(acc + 32, &c4, 32), memcpy(acc + 40, &c5, 32), memcpy(acc + 48, &c6, 32), memcpy(acc + 56, &c7, 32);
+    if (overwrite)
+        memcpy(c, acc, sizeof acc);
+    else
+        for (size_t j = 0; j < 4 * NR; j++) c[j] += acc[j];
 }
 
 /* The blocked loops.  B comes packed (pb, made by fm_gemm_pack_b: the
@@ -193,7 +230,11 @@ static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const f
                     pack_a(trans_a, A, lda, ic, mc, pc, kc, scratch);
                     ap = scratch;
                 }
-                for (size_t jr = 0; jr < nc; jr += NR) {
+                size_t jr = 0;
+                if (mc == 1) /* one row: four strips at a time while they last */
+                    for (; jr + 4 * NR <= nc; jr += 4 * NR)
+                        kernel1x4(kc, ap, as, bp + jr * kc, NR * kc, C + ic * ldc + jc + jr, overwrite);
+                for (; jr < nc; jr += NR) {
                     size_t nr = nc - jr < NR ? nc - jr : NR;
                     for (size_t ir = 0; ir < mc; ir += MR) {
                         size_t mr = mc - ir < MR ? mc - ir : MR;
