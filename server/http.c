@@ -41,9 +41,12 @@
  *
  * Left out: TLS (terminate it in front), HTTP/2, per-client rate limits,
  * compression. */
+#define _GNU_SOURCE /* accept4, pipe2 */
 #include <errno.h>
 #include <inttypes.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -79,7 +82,10 @@ struct http_server {
     unsigned n_conns;
     pthread_key_t ws_key; /* set on a worker's first request; its destructor frees the workspaces */
     int ws_key_ok;
-    int quiesced_fd;      /* the listening socket after http_quiesce (ours to close) */
+    int listen_fd;        /* ours: the acceptor hands connections to libmicrohttpd */
+    int wake[2];          /* pipe: a byte tells the acceptor to stop */
+    pthread_t acceptor;
+    int acceptor_running; /* joined by http_quiesce / http_stop */
     uint16_t port;
     unsigned threads;
 };
@@ -545,18 +551,64 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     fprintf(stderr, "fmnist-serve: libmicrohttpd: %s\n", line);
 }
 
-http_server *http_start(srv_ctx *ctx, char *err, size_t errsz) {
-    const srv_config *cfg = ctx->cfg;
-    http_server *s = calloc(1, sizeof *s);
-    if (!s) {
-        snprintf(err, errsz, "out of memory");
-        return NULL;
+/* The acceptor.  libmicrohttpd's workers would accept connections
+ * themselves, each taking up to ten in a row when the listening socket
+ * wakes them, so a burst of connects (a load generator, a proxy opening
+ * its keep-alive pool) could land on one worker while the other idled: we
+ * measured all 16 of wrk's connections on one of two workers, half the
+ * throughput and twice the latency.  So this thread accepts and passes each
+ * connection to MHD_add_connection, which spreads them over the workers
+ * (by descriptor: consecutive descriptors go to consecutive workers).  At
+ * the connection limit it stops accepting until a connection closes, so
+ * clients wait in the backlog as they would with the library's accept. */
+static void *acceptor_main(void *arg) {
+    http_server *s = arg;
+    unsigned limit = s->ctx->cfg->connection_limit;
+    int warned = 0;
+    for (;;) {
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        int full = di && di->num_connections >= limit; /* then only look again in 20 ms */
+        struct pollfd p[2] = {{.fd = s->wake[0], .events = POLLIN}, {.fd = s->listen_fd, .events = POLLIN}};
+        if (poll(p, full ? 1 : 2, full ? 20 : -1) < 0) {
+            if (errno == EINTR) continue;
+            fprintf(stderr, "fmnist-serve: acceptor: poll: %s\n", strerror(errno));
+            return NULL;
+        }
+        if (p[0].revents) return NULL; /* http_quiesce / http_stop */
+        if (full || !p[1].revents) continue;
+        for (int i = 0; i < 64; i++) { /* drain the backlog, a bounded burst at a time */
+            struct sockaddr_storage sa;
+            socklen_t len = sizeof sa;
+            int fd = accept4(s->listen_fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) {
+                if (errno == EINTR || errno == ECONNABORTED) continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+                if (!warned++) /* EMFILE, ENFILE, ENOBUFS, ENOMEM: wait, then retry */
+                    fprintf(stderr, "fmnist-serve: accept: %s (retrying)\n", strerror(errno));
+                struct pollfd q = {.fd = s->wake[0], .events = POLLIN};
+                if (poll(&q, 1, 100) > 0) return NULL;
+                break;
+            }
+            warned = 0;
+            /* On failure the library has closed fd and said why (error log). */
+            (void)MHD_add_connection(s->d, fd, (struct sockaddr *)&sa, len);
+        }
     }
-    s->ctx = ctx;
-    s->quiesced_fd = -1;
-    pthread_mutex_init(&s->lock, NULL);
-    s->ws_key_ok = pthread_key_create(&s->ws_key, ws_key_free) == 0;
+}
 
+static void acceptor_stop(http_server *s) {
+    if (!s->acceptor_running) return;
+    char b = 1;
+    while (write(s->wake[1], &b, 1) < 0 && errno == EINTR) {
+    }
+    pthread_join(s->acceptor, NULL);
+    s->acceptor_running = 0;
+}
+
+/* Binds and listens on host:port: the address family getaddrinfo gives
+ * first, IPv6 sockets v6-only (as libmicrohttpd made them), SO_REUSEADDR,
+ * non-blocking for the acceptor's drain loop.  Returns the socket or -1. */
+static int listen_on(const srv_config *cfg, char *err, size_t errsz) {
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -566,43 +618,82 @@ http_server *http_start(srv_ctx *ctx, char *err, size_t errsz) {
     int rc = getaddrinfo(cfg->host, port, &hints, &ai);
     if (rc != 0 || !ai) {
         snprintf(err, errsz, "--host %s: %s", cfg->host, gai_strerror(rc));
+        if (ai) freeaddrinfo(ai);
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1, e = 0;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        (ai->ai_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
+        e = errno;
+        if (fd >= 0) close(fd);
+        fd = -1;
+        snprintf(err, errsz, "cannot listen on %s port %d: %s", cfg->host, cfg->port, strerror(e));
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+http_server *http_start(srv_ctx *ctx, char *err, size_t errsz) {
+    const srv_config *cfg = ctx->cfg;
+    http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errsz, "out of memory");
+        return NULL;
+    }
+    s->ctx = ctx;
+    s->listen_fd = s->wake[0] = s->wake[1] = -1;
+    pthread_mutex_init(&s->lock, NULL);
+    s->ws_key_ok = pthread_key_create(&s->ws_key, ws_key_free) == 0;
+
+    s->listen_fd = listen_on(cfg, err, errsz);
+    if (s->listen_fd < 0) {
         http_stop(s);
         return NULL;
     }
-    struct sockaddr_storage addr;
-    memcpy(&addr, ai->ai_addr, ai->ai_addrlen < sizeof addr ? ai->ai_addrlen : sizeof addr);
-    int family = ai->ai_family;
-    freeaddrinfo(ai);
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    if (getsockname(s->listen_fd, (struct sockaddr *)&bound, &blen) == 0)
+        s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                    : ((struct sockaddr_in *)&bound)->sin_port);
+    if (pipe2(s->wake, O_CLOEXEC) != 0) {
+        snprintf(err, errsz, "pipe: %s", strerror(errno));
+        http_stop(s);
+        return NULL;
+    }
 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     s->threads = cfg->threads ? cfg->threads : (unsigned)(cores > 0 ? cores : 1);
     if (s->threads > cfg->connection_limit) s->threads = cfg->connection_limit; /* >= 1 connection per worker */
     if (s->threads < 1) s->threads = 1;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_AUTO;
-    if (family == AF_INET6) flags |= MHD_USE_IPv6;
     errno = 0;
-    s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
                             MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                             MHD_OPTION_THREAD_POOL_SIZE, s->threads,
                             MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit,
                             MHD_OPTION_CONNECTION_TIMEOUT, cfg->idle_timeout_s,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_CONN_MEMORY,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                             MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                             MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                             MHD_OPTION_END);
     if (!s->d) {
         int e = errno;
-        snprintf(err, errsz, "cannot listen on %s port %d%s%s", cfg->host, cfg->port, e ? ": " : "",
-                 e ? strerror(e) : "");
+        snprintf(err, errsz, "cannot start the HTTP workers%s%s", e ? ": " : "", e ? strerror(e) : "");
         http_stop(s);
         return NULL;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : (uint16_t)cfg->port;
+    int rc = pthread_create(&s->acceptor, NULL, acceptor_main, s);
+    if (rc != 0) {
+        snprintf(err, errsz, "cannot start the acceptor thread: %s", strerror(rc));
+        http_stop(s);
+        return NULL;
+    }
+    s->acceptor_running = 1;
+    pthread_setname_np(s->acceptor, "accept");
     return s;
 }
 
@@ -615,16 +706,11 @@ unsigned http_threads(const http_server *s) {
 }
 
 void http_quiesce(http_server *s) {
-    if (s->d && s->quiesced_fd < 0) {
-        MHD_socket fd = MHD_quiesce_daemon(s->d);
-        s->quiesced_fd = fd == MHD_INVALID_SOCKET ? -1 : fd;
-        /* The library must not see the descriptor closed before
-         * MHD_stop_daemon, but it may stop listening: on Linux shutdown(2)
-         * on a listening socket does that, so new clients are refused at
-         * once (and those waiting in the backlog are reset) instead of
-         * hanging unserved in the backlog until we exit. */
-        if (s->quiesced_fd >= 0) shutdown(s->quiesced_fd, SHUT_RDWR);
-    }
+    acceptor_stop(s);
+    /* Stop listening: on Linux shutdown(2) on a listening socket refuses new
+     * clients at once (and resets those waiting in the backlog) instead of
+     * leaving them unserved in the backlog until we exit. */
+    if (s->listen_fd >= 0) shutdown(s->listen_fd, SHUT_RDWR);
 }
 
 unsigned http_connections(http_server *s) {
@@ -638,8 +724,11 @@ unsigned http_connections(http_server *s) {
 
 void http_stop(http_server *s) {
     if (!s) return;
+    acceptor_stop(s);
     if (s->d) MHD_stop_daemon(s->d); /* joins the workers: their key destructors run */
-    if (s->quiesced_fd >= 0) close(s->quiesced_fd);
+    if (s->listen_fd >= 0) close(s->listen_fd);
+    if (s->wake[0] >= 0) close(s->wake[0]);
+    if (s->wake[1] >= 0) close(s->wake[1]);
     if (s->ws_key_ok) pthread_key_delete(s->ws_key);
     pthread_mutex_destroy(&s->lock);
     free(s);
