@@ -50,6 +50,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,8 @@ struct http_server {
     int wake[2];          /* pipe: a byte tells the acceptor to stop */
     pthread_t acceptor;
     int acceptor_running; /* joined by http_quiesce / http_stop */
+    atomic_uint added;    /* connections handed to the library (acceptor) */
+    atomic_uint closed;   /* connections the library closed (on_connection) */
     uint16_t port;
     unsigned threads;
 };
@@ -155,6 +158,7 @@ void http_log_sanitize(const char *path, size_t len, char *out, size_t outsz) {
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
                           enum MHD_ConnectionNotificationCode code) {
     http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) atomic_fetch_add(&s->closed, 1);
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
         http_conn *hc = ci ? calloc(1, sizeof *hc) : NULL;
@@ -566,8 +570,11 @@ static void *acceptor_main(void *arg) {
     unsigned limit = s->ctx->cfg->connection_limit;
     int warned = 0;
     for (;;) {
-        const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-        int full = di && di->num_connections >= limit; /* then only look again in 20 ms */
+        /* Open connections by our own count: the library's lags behind
+         * MHD_add_connection (a worker takes the new connection in its own
+         * time).  A connection the library drops before it starts (only on
+         * out-of-memory) would stay counted. */
+        int full = atomic_load(&s->added) - atomic_load(&s->closed) >= limit; /* then look again in 20 ms */
         struct pollfd p[2] = {{.fd = s->wake[0], .events = POLLIN}, {.fd = s->listen_fd, .events = POLLIN}};
         if (poll(p, full ? 1 : 2, full ? 20 : -1) < 0) {
             if (errno == EINTR) continue;
@@ -576,7 +583,8 @@ static void *acceptor_main(void *arg) {
         }
         if (p[0].revents) return NULL; /* http_quiesce / http_stop */
         if (full || !p[1].revents) continue;
-        for (int i = 0; i < 64; i++) { /* drain the backlog, a bounded burst at a time */
+        /* drain the backlog, a bounded burst at a time, up to the limit */
+        for (int i = 0; i < 64 && atomic_load(&s->added) - atomic_load(&s->closed) < limit; i++) {
             struct sockaddr_storage sa;
             socklen_t len = sizeof sa;
             int fd = accept4(s->listen_fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -591,7 +599,7 @@ static void *acceptor_main(void *arg) {
             }
             warned = 0;
             /* On failure the library has closed fd and said why (error log). */
-            (void)MHD_add_connection(s->d, fd, (struct sockaddr *)&sa, len);
+            if (MHD_add_connection(s->d, fd, (struct sockaddr *)&sa, len) == MHD_YES) atomic_fetch_add(&s->added, 1);
         }
     }
 }
@@ -644,6 +652,8 @@ http_server *http_start(srv_ctx *ctx, char *err, size_t errsz) {
     }
     s->ctx = ctx;
     s->listen_fd = s->wake[0] = s->wake[1] = -1;
+    atomic_init(&s->added, 0);
+    atomic_init(&s->closed, 0);
     pthread_mutex_init(&s->lock, NULL);
     s->ws_key_ok = pthread_key_create(&s->ws_key, ws_key_free) == 0;
 

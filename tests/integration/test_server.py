@@ -12,8 +12,9 @@ JSON tensors and base64, PUT; models; samples; KServe v2; TF Serving;
 TorchServe; health; metrics; static files and traversal attempts), the error
 statuses (400, 404, 405, 413 by Content-Length, chunked upload and batch,
 415, 431), CORS, the request log, concurrency, SIGHUP reload (good and bad
-files), SIGTERM drain with requests in flight, and the request deadline
-against a slowloris client.
+files), SIGTERM drain with requests in flight, the request deadline
+against a slowloris client, the connection limit (the next client waits in
+the backlog) and a burst of connections spread over both workers.
 """
 import base64
 import json
@@ -511,6 +512,99 @@ def t_slowloris(models):
     expect(rc == 0, "exit status %s" % rc)
 
 
+def t_connection_limit(models):
+    """At --connection-limit the next client waits in the backlog (it is not
+    reset) and is answered as soon as a connection closes."""
+    wdir = os.path.join(TMP, "w-limit")
+    copy_weights(wdir, weight_files()[:1])
+    s = Server(SERVE, ["--weights", wdir, "--static", "", "--connection-limit", "2", "--threads", "2"])
+    try:
+        for _ in range(3):
+            a = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            b = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=1)
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                early = c.recv(64)
+            except socket.timeout:
+                early = None
+            expect(early is None, "third connection over the limit of 2 answered (or reset) at once: %r" % early)
+            a.close()
+            c.settimeout(5)
+            got = c.recv(64)
+            expect(got.startswith(b"HTTP/1.1 200"), "waiting client after a slot freed: %r" % got)
+            b.close()
+            c.close()
+            time.sleep(0.2)
+    finally:
+        rc = s.stop()
+    expect(rc == 0, "exit status %s" % rc)
+
+
+def task_cpu(pid):
+    """{thread id: CPU ticks} of the server's libmicrohttpd workers."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if not f.read().startswith("MHD-worker"):
+                    continue
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[tid] = int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return out
+
+
+def t_balance(models):
+    """A burst of connects (as a proxy opening its keep-alive pool) is spread
+    over the workers: both do work, not one of them all of it.  (Skipped
+    under a wrapper such as valgrind, which runs one thread at a time.)"""
+    if os.environ.get("FMNIST_SERVE_WRAPPER"):
+        return
+    wdir = os.path.join(TMP, "w-balance")
+    copy_weights(wdir, weight_files()[:1])
+    s = Server(SERVE, ["--weights", wdir, "--static", "", "--threads", "2"])
+    try:
+        body = PNGS[0]
+        req = (b"POST /v1/classify?invert=false HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body)) + body
+        conns = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(8)]
+        before = task_cpu(s.proc.pid)
+        served = [0] * len(conns)
+
+        def client(i):
+            c, buf, t0 = conns[i], b"", time.time()
+            while time.time() - t0 < 2.0:
+                c.sendall(req)
+                while True:
+                    head, sep, rest = buf.partition(b"\r\n\r\n")
+                    if sep:
+                        n = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                        if len(rest) >= n:
+                            buf = rest[n:]
+                            break
+                    buf += c.recv(65536)
+                served[i] += 1
+        ts = [threading.Thread(target=client, args=(i,)) for i in range(len(conns))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        after = task_cpu(s.proc.pid)
+        work = sorted(after[t] - before.get(t, 0) for t in after)
+        expect(len(work) == 2, "expected 2 workers, found %r" % work)
+        expect(min(served) > 0, "a client was never served: %r" % served)
+        expect(work[0] * 4 >= work[-1] and work[-1] > 0,
+               "workers unevenly loaded (CPU ticks %r, requests %r)" % (work, served))
+        for c in conns:
+            c.close()
+    finally:
+        rc = s.stop()
+    expect(rc == 0, "exit status %s" % rc)
+
+
 def t_bad_start(models):
     r = subprocess.run([SERVE, "--port", "nope"], capture_output=True)
     expect(r.returncode == 2 and b"--port" in r.stderr, "bad --port: %r" % (r,))
@@ -562,6 +656,8 @@ def main():
     runner.run("sighup reload", t_sighup, models)
     runner.run("sigterm drain", t_drain, models)
     runner.run("slowloris", t_slowloris, models)
+    runner.run("connection limit", t_connection_limit, models)
+    runner.run("workers balanced", t_balance, models)
     runner.run("no sanitizer reports", t_sanitizers)
     shutil.rmtree(TMP, ignore_errors=True)
     return runner.finish()
