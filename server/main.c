@@ -382,6 +382,7 @@ int main(int argc, char **argv) {
     }
     http_stop(srv);
     srv_registry_shutdown(&reg);
+    srv_thread_ws_free(); /* the main thread's reference (reloads acquire) */
     srv_metrics_destroy(metrics);
     fm_dataset_free(&samples);
     close(sfd);

@@ -9,8 +9,12 @@
  *
  * Reading the pointer and taking a reference must be one step (else a
  * reload could free the snapshot in between), so acquire and publish share
- * a mutex held for a few instructions.  Inference itself runs after
- * acquire, without any lock. */
+ * a mutex - but a thread takes it only once per reload: each thread keeps
+ * a reference to the snapshot it last acquired, and while the registry
+ * still points at that one (a pointer compare: the address cannot be
+ * reused while the thread holds it), acquire just adds a reference to it.
+ * So the request path takes no lock; inference runs without any.
+ * srv_thread_ws_free drops the thread's reference (worker exit, tests). */
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
@@ -171,6 +175,10 @@ int srv_snap_reload(srv_snap **out, const char *dir, const char *default_name, u
     return 0;
 }
 
+/* The snapshot this thread last acquired, with a reference of its own. */
+static _Thread_local srv_snap *tl_snap;
+static _Thread_local const srv_registry *tl_reg;
+
 void srv_registry_publish(srv_registry *r, srv_snap *snap) {
     pthread_mutex_lock(&acquire_lock);
     srv_snap *old = atomic_exchange(&r->current, snap);
@@ -179,10 +187,19 @@ void srv_registry_publish(srv_registry *r, srv_snap *snap) {
 }
 
 srv_snap *srv_registry_acquire(srv_registry *r) {
+    srv_snap *cur = atomic_load(&r->current);
+    if (cur && cur == tl_snap && tl_reg == r) { /* the usual case: no lock */
+        atomic_fetch_add(&cur->refs, 1);
+        return cur;
+    }
     pthread_mutex_lock(&acquire_lock);
     srv_snap *s = atomic_load(&r->current);
-    if (s) atomic_fetch_add(&s->refs, 1);
+    if (s) atomic_fetch_add(&s->refs, 2); /* the caller's and this thread's */
     pthread_mutex_unlock(&acquire_lock);
+    srv_snap *old = tl_snap;
+    tl_snap = s;
+    tl_reg = r;
+    srv_snap_release(old);
     return s;
 }
 
@@ -211,17 +228,25 @@ static _Thread_local struct {
     unsigned char made[SRV_MAX_MODELS];
 } tls;
 
-void srv_thread_ws_free(void) {
+static void ws_free_all(void) {
     for (int i = 0; i < SRV_MAX_MODELS; i++)
         if (tls.made[i]) fm_ws_destroy(&tls.ws[i]);
     memset(&tls, 0, sizeof tls);
+}
+
+void srv_thread_ws_free(void) {
+    ws_free_all();
+    srv_snap *s = tl_snap;
+    tl_snap = NULL;
+    tl_reg = NULL;
+    srv_snap_release(s);
 }
 
 fm_ws *srv_thread_ws(const srv_snap *s, const srv_model *model) {
     size_t i = (size_t)(model - s->models);
     if (i >= s->n_models) return NULL;
     if (!tls.valid || tls.generation != s->generation) {
-        srv_thread_ws_free();
+        ws_free_all();
         tls.valid = 1;
         tls.generation = s->generation;
     }

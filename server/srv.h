@@ -91,7 +91,8 @@ const srv_model *srv_snap_find(const srv_snap *s, const char *name);
 /* This thread's inference workspace for model (allocated on first use for
  * this snapshot generation and model; NULL on allocation failure). */
 fm_ws *srv_thread_ws(const srv_snap *s, const srv_model *model);
-/* Frees this thread's workspaces (call when a worker thread ends; tests). */
+/* Frees this thread's workspaces and drops its reference to the snapshot it
+ * last acquired (call when a thread that acquired ends; tests). */
 void srv_thread_ws_free(void);
 
 /* ------------------------------------------------------------ metrics */
