@@ -194,8 +194,8 @@ static void kernel1x4(size_t kc, const float *restrict a, size_t as, const float
  * panels in this loop's order) or is packed here into scratch; likewise A
  * (pa, made by fm_gemm_pack_a). */
 static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
-                 const float *B, size_t ldb, const float *pa, const float *pb, int accumulate, float *C, size_t ldc,
-                 float *scratch) {
+                 const float *B, size_t ldb, const float *pa, const float *pb, fm_pack_b_fn pack_fn,
+                 const void *pack_ctx, int accumulate, float *C, size_t ldc, float *scratch) {
     if (M == 0 || N == 0) return;
     if (K == 0) {
         if (!accumulate)
@@ -215,7 +215,10 @@ static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const f
                 bp = pb;
                 pb += strips * NR * kc;
             } else {
-                pack_b(trans_b, B, ldb, pc, kc, jc, nc, bpack);
+                if (pack_fn)
+                    pack_fn(pack_ctx, pc, kc, jc, nc, bpack);
+                else
+                    pack_b(trans_b, B, ldb, pc, kc, jc, nc, bpack);
                 bp = bpack;
             }
             for (size_t ic = 0; ic < M; ic += MC) {
@@ -252,7 +255,7 @@ static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const f
 
 void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
               const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *scratch) {
-    gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, NULL, NULL, accumulate, C, ldc, scratch);
+    gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, NULL, NULL, NULL, NULL, accumulate, C, ldc, scratch);
 }
 
 size_t fm_gemm_packed_size(size_t N, size_t K) {
@@ -277,7 +280,7 @@ void fm_gemm_pack_b(int trans_b, size_t N, size_t K, const float *B, size_t ldb,
 
 void fm_sgemm_pb(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *packed, int accumulate,
                  float *C, size_t ldc, float *scratch) {
-    gemm(0, 0, M, N, K, A, lda, NULL, 0, NULL, packed, accumulate, C, ldc, scratch);
+    gemm(0, 0, M, N, K, A, lda, NULL, 0, NULL, packed, NULL, NULL, accumulate, C, ldc, scratch);
 }
 
 size_t fm_gemm_packed_a_size(size_t M, size_t K) { return (M + MR - 1) / MR * MR * K; }
@@ -294,7 +297,12 @@ void fm_gemm_pack_a(size_t M, size_t K, const float *A, size_t lda, float *packe
 
 void fm_sgemm_pa(size_t M, size_t N, size_t K, const float *packed, const float *B, size_t ldb, int accumulate,
                  float *C, size_t ldc, float *scratch) {
-    gemm(0, 0, M, N, K, NULL, 0, B, ldb, packed, NULL, accumulate, C, ldc, scratch);
+    gemm(0, 0, M, N, K, NULL, 0, B, ldb, packed, NULL, NULL, NULL, accumulate, C, ldc, scratch);
+}
+
+void fm_sgemm_pa_fn(size_t M, size_t N, size_t K, const float *packed, fm_pack_b_fn pack, const void *ctx,
+                    int accumulate, float *C, size_t ldc, float *scratch) {
+    gemm(0, 0, M, N, K, NULL, 0, NULL, 0, packed, NULL, pack, ctx, accumulate, C, ldc, scratch);
 }
 
 const char *fm_gemm_kernel_name(void) {

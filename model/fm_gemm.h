@@ -41,6 +41,15 @@ void fm_gemm_pack_a(size_t M, size_t K, const float *A, size_t lda, float *packe
 void fm_sgemm_pa(size_t M, size_t N, size_t K, const float *packed, const float *B, size_t ldb, int accumulate,
                  float *C, size_t ldc, float *scratch);
 
+/* fm_sgemm_pa with B produced panel by panel by pack(ctx, k0, kc, j0, nc,
+ * bp): rows [k0, k0+kc) x columns [j0, j0+nc) of B as strips of
+ * FM_GEMM_NR columns, bp[strip][k][c], zero past nc - what fm_sgemm would
+ * pack from B itself, so the result is the same bit for bit.  A
+ * convolution uses it to gather its patches straight into the panels. */
+typedef void (*fm_pack_b_fn)(const void *ctx, size_t k0, size_t kc, size_t j0, size_t nc, float *bp);
+void fm_sgemm_pa_fn(size_t M, size_t N, size_t K, const float *packed, fm_pack_b_fn pack, const void *ctx,
+                    int accumulate, float *C, size_t ldc, float *scratch);
+
 /* Which micro-kernel the CPU dispatch picked ("avx2+fma" or "generic"), for logs. */
 const char *fm_gemm_kernel_name(void);
 

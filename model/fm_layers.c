@@ -10,6 +10,13 @@
 
 #include "fm_gemm.h"
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FM_NO_CLONES) && \
+    (defined(__clang__) ? (__clang_major__ >= 14) : (__GNUC__ >= 11))
+#define FM_LAYER_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FM_LAYER_CLONES
+#endif
+
 void fm_linear_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N,
                        size_t I, size_t O, float *gemm) {
     if (pw)
@@ -134,6 +141,45 @@ static void im2col_t(float *colT, const float *x, size_t nb, size_t C, size_t H,
             }
 }
 
+/* Patches gathered straight into the GEMM's B panels (no im2col buffer, no
+ * second pass to pack it): for a convolution without padding, element
+ * (k, j) of the patch matrix, k = (c, kh, kw) and j = (n, oh, ow), is
+ * x[n, c, oh+kh, ow+kw]: a fixed offset per column plus one per row. */
+typedef struct patch_src {
+    const float *x;
+    size_t C, H, W, K, OH, OW;
+} patch_src;
+
+FM_LAYER_CLONES
+static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_t nc, float *bp) {
+    const patch_src *p = ctx;
+    size_t Q = p->OH * p->OW, HW = p->H * p->W;
+    for (size_t s = 0; s < nc; s += FM_GEMM_NR) {
+        size_t nr = nc - s < FM_GEMM_NR ? nc - s : FM_GEMM_NR;
+        size_t base[FM_GEMM_NR];
+        for (size_t c = 0; c < nr; c++) {
+            size_t j = j0 + s + c, n = j / Q, q = j % Q;
+            base[c] = n * p->C * HW + (q / p->OW) * p->W + q % p->OW;
+        }
+        for (size_t c = nr; c < FM_GEMM_NR; c++) base[c] = base[0]; /* padding columns: read, then zeroed */
+        /* row k0 as (channel, kernel row, kernel column), then stepped */
+        size_t ch = k0 / (p->K * p->K), kh = k0 / p->K % p->K, kw = k0 % p->K;
+        const float *xk = p->x + ch * HW + kh * p->W + kw;
+        for (size_t k = 0; k < kc; k++, bp += FM_GEMM_NR) {
+            for (size_t c = 0; c < FM_GEMM_NR; c++) bp[c] = xk[base[c]];
+            for (size_t c = nr; c < FM_GEMM_NR; c++) bp[c] = 0.0f;
+            if (++kw < p->K) {
+                xk++;
+            } else if (kw = 0, ++kh < p->K) {
+                xk += p->W - (p->K - 1);
+            } else {
+                kh = 0;
+                xk += HW - (p->K - 1) * p->W - (p->K - 1);
+            }
+        }
+    }
+}
+
 void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N, size_t C,
                        size_t H, size_t W, size_t O, size_t K, size_t P, float *scratch, size_t chunk,
                        float *gemm) {
@@ -141,14 +187,19 @@ void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw
     float *colT = scratch, *tmp = scratch + chunk * Q * ckk;
     for (size_t n0 = 0; n0 < N; n0 += chunk) {
         size_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
-        im2col_t(colT, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
         /* [O, nb*Q] = w[O, ckk] colT[ckk, nb*Q]: for one image that is y's
          * own layout, for several it is gathered image by image */
         float *out = nb == 1 ? y + n0 * O * Q : tmp;
-        if (pw)
-            fm_sgemm_pa(O, ld, ckk, pw, colT, ld, 0, out, ld, gemm);
-        else
-            fm_sgemm(0, 0, O, ld, ckk, w, ckk, colT, ld, 0, out, ld, gemm);
+        if (pw && P == 0) { /* inference, valid padding: patches gathered into the panels */
+            patch_src src = {x + n0 * C * H * W, C, H, W, K, OH, OW};
+            fm_sgemm_pa_fn(O, ld, ckk, pw, pack_patches, &src, 0, out, ld, gemm);
+        } else {
+            im2col_t(colT, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
+            if (pw)
+                fm_sgemm_pa(O, ld, ckk, pw, colT, ld, 0, out, ld, gemm);
+            else
+                fm_sgemm(0, 0, O, ld, ckk, w, ckk, colT, ld, 0, out, ld, gemm);
+        }
         for (size_t n = 0; n < nb; n++)
             for (size_t o = 0; o < O; o++) {
                 float *yo = y + ((n0 + n) * O + o) * Q;
