@@ -55,7 +55,8 @@ typedef struct api_inputs {
 
 /* Attach item to obj under key / append it to arr.  On any failure (item
  * NULL, parent NULL, no memory) the item is freed and *ok set to 0.
- * Returns item (NULL on failure) so a child container can be filled. */
+ * Returns item (NULL on failure) so a child container can be filled.
+ * key is not copied: it must outlive the tree (a literal, a class name). */
 cJSON *api_put(int *ok, cJSON *obj, const char *key, cJSON *item);
 cJSON *api_push(int *ok, cJSON *arr, cJSON *item);
 /* A float printed with %.9g (round-trips exactly); null when not finite. */

@@ -142,7 +142,9 @@ cJSON *api_put(int *ok, cJSON *obj, const char *key, cJSON *item) {
         *ok = 0;
         return NULL;
     }
-    if (!obj || !cJSON_AddItemToObject(obj, key, item)) {
+    /* The key is not copied (one allocation less per member; an answer has
+     * ~60): it must outlive the tree, as literals and class names do. */
+    if (!obj || !cJSON_AddItemToObjectCS(obj, key, item)) {
         cJSON_Delete(item);
         *ok = 0;
         return NULL;
@@ -183,7 +185,8 @@ cJSON *api_int(long long v) {
 }
 
 void api_reply(srv_response *resp, int status, cJSON *root, int ok) {
-    char *s = ok && root ? cJSON_PrintUnformatted(root) : NULL;
+    /* 4 KiB up front: a classify answer (~2 KB) is printed without regrowing */
+    char *s = ok && root ? cJSON_PrintBuffered(root, 4096, 0) : NULL;
     cJSON_Delete(root);
     if (!s) {
         srv_error(resp, 503, "out of memory while building the response; retry later");
