@@ -132,11 +132,22 @@ done:
     return rc;
 }
 
-int main(void) {
+/* bench_engine [gemm] [mlp2] [cnn3] ...: the named parts only (any
+ * architecture fm_arch_named knows; batch 512 for MLPs, 64 for CNNs); all
+ * three by default. */
+int main(int argc, char **argv) {
     fm_rng r;
     fm_rng_seed(&r, 1);
-    if (bench_gemm(&r)) return 1;
-    if (bench_model("mlp2", 512, &r)) return 1;
-    if (bench_model("cnn3", 64, &r)) return 1;
+    if (argc < 2) {
+        if (bench_gemm(&r)) return 1;
+        if (bench_model("mlp2", 512, &r)) return 1;
+        if (bench_model("cnn3", 64, &r)) return 1;
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        int rc = strcmp(argv[i], "gemm") == 0 ? bench_gemm(&r)
+                                              : bench_model(argv[i], strncmp(argv[i], "mlp", 3) == 0 ? 512 : 64, &r);
+        if (rc) return 1;
+    }
     return 0;
 }

@@ -3,22 +3,25 @@
 
     tools/install-deps.sh bench          # wrk, python3-torch, python3-fastapi, uvicorn, ...
     /usr/bin/python3 tools/bench-serve.py [--duration 10] [--conns 16,64] [--models mlp2,cnn3]
-                                          [--serve build/server/fmnist-serve]
+                                          [--peers debian,tuned] [--rounds 3] [--serve build/server/fmnist-serve]
 
 Everything on 127.0.0.1.  fmnist-serve loads every weight file in weights/
 (all five models) with its default worker pool; the peer is
-tools/bench_fastapi_app.py under uvicorn with 2 workers (one per core, one
-PyTorch thread each, uvloop + httptools as `uvicorn[standard]` installs them:
-the usual way to run it in production; without httptools, uvicorn's h11
-answers stall ~40 ms on delayed ACKs and the peer looks 5x slower than it
-is), serving the same model from
-the same .safetensors.  Each case POSTs the same PNG (test image 0, an ankle
+tools/bench_fastapi_app.py, serving the same model from the same
+.safetensors, under uvicorn in two configurations (--peers): "debian", the
+Debian packages as installed and uvicorn's defaults (one worker; h11 on
+asyncio, since Debian's uvicorn pulls in neither httptools nor uvloop), and
+"tuned", one worker per core with httptools + uvloop (one PyTorch thread
+per worker).  Each case POSTs the same PNG (test image 0, an ankle
 boot) with wrk for --duration seconds and records requests/s and the p50 /
 p99 latency; the KServe v2 case POSTs the same image as a JSON UINT8
 [1,784] tensor.  Before measuring, both servers must return the same label
-for the image, and each is warmed up for 3 s per request kind (not measured).
-RSS is read from /proc after the runs.  Prints a Markdown
-table for docs/BENCHMARKS.md.
+for the image, and each is warmed up for 3 s per request kind (not measured).  Every case runs
+--rounds times, the cases interleaved, and the medians are reported.
+Each case also reports the server's own CPU time per request (user +
+system, all its threads and processes, from /proc), which moves less than
+requests/s when the machine is shared.  RSS is read from /proc after the
+runs.  Prints Markdown tables for docs/BENCHMARKS.md.
 """
 import argparse
 import gzip
@@ -26,6 +29,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import socket
 import struct
 import subprocess
@@ -118,15 +122,67 @@ def wrk(url, body_path, ctype, conns, duration, lua_path):
     return rps, lat(50), lat(99), int(errs.group(1)) if errs else 0, sock.group(1) if sock else ""
 
 
+# The FastAPI peer in two configurations.  "debian": what the issue names,
+# Debian's python3-fastapi + uvicorn + python3-torch run the way uvicorn runs
+# by default - one worker; and since Debian's uvicorn depends on neither
+# httptools nor uvloop, its pure-Python h11 protocol on asyncio (forced here,
+# because uvicorn would pick the faster ones up if `bench` installed them).
+# "tuned": the fastest configuration we could make of the same app on this
+# machine - one worker per core, uvloop + httptools (`uvicorn[standard]`).
+PEERS = {
+    "debian": ("FastAPI (Debian defaults: 1 worker, h11, asyncio)", ["--workers", "1", "--http", "h11", "--loop", "asyncio"]),
+    "tuned": ("FastAPI (tuned: 2 workers, httptools, uvloop)", ["--workers", "2", "--http", "httptools", "--loop", "uvloop"]),
+}
+OURS = "fmnist-serve /v1/classify PNG"
+OURS_V2 = "fmnist-serve KServe v2 JSON"
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds of pids so far (threads included)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def measure(url, body, ctype, conns, duration, lua, pids):
+    """wrk's figures plus the server's CPU microseconds per request."""
+    c0 = cpu_seconds(pids)
+    r = wrk(url, body, ctype, conns, duration, lua)
+    c1 = cpu_seconds(pids)
+    return r + (1e6 * (c1 - c0) / max(1.0, r[0] * duration),)
+
+
+def start_peer(kind, model, weights):
+    port = free_port()
+    env = dict(os.environ, FMNIST_BENCH_WEIGHTS=os.path.join(weights, model + ".safetensors"))
+    proc = subprocess.Popen(["/usr/bin/python3", "-m", "uvicorn", "--app-dir", os.path.join(ROOT, "tools"),
+                             "bench_fastapi_app:app", "--host", "127.0.0.1", "--port", str(port),
+                             "--log-level", "warning"] + PEERS[kind][1], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc, "http://127.0.0.1:%d" % port
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--conns", default="16,64")
     ap.add_argument("--models", default="mlp2,cnn3")
+    ap.add_argument("--peers", default="debian,tuned", help="FastAPI configurations: debian, tuned or both")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of every case, interleaved; medians reported")
     ap.add_argument("--serve", default=os.path.join(ROOT, "build/server/fmnist-serve"))
     ap.add_argument("--weights", default=os.path.join(ROOT, "weights"))
     a = ap.parse_args()
     conns = [int(c) for c in a.conns.split(",")]
+    kinds = [k for k in a.peers.split(",") if k]
+    for k in kinds:
+        if k not in PEERS:
+            raise SystemExit("bench-serve: unknown peer %r (debian, tuned)" % k)
     tmp = tempfile.mkdtemp(prefix="fmnist-bench-")
     lua = os.path.join(tmp, "post.lua")
     open(lua, "w").write(LUA)
@@ -140,79 +196,89 @@ def main():
     srv = subprocess.Popen([a.serve, "--host", "127.0.0.1", "--port", str(port), "--weights", a.weights],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = "http://127.0.0.1:%d" % port
-    rows, peers = [], []
+    rows, rss, live = [], [], []
     try:
         wait_http(base + "/readyz")
         models = [m["name"] for m in json.load(urllib.request.urlopen(base + "/v1/models"))["models"]]
         print("# fmnist-serve pid %d, models loaded: %s; %d cores; wrk -t2, %d s per case"
               % (srv.pid, ", ".join(models), os.cpu_count(), a.duration), flush=True)
         for m in a.models.split(","):
-            ours = post(base + "/v1/classify?model=%s&invert=false" % m, open(png, "rb").read(), "image/png")
-            pport = free_port()
-            env = dict(os.environ, FMNIST_BENCH_WEIGHTS=os.path.join(a.weights, m + ".safetensors"))
-            peer = subprocess.Popen(["/usr/bin/python3", "-m", "uvicorn", "--app-dir", os.path.join(ROOT, "tools"),
-                                     "bench_fastapi_app:app", "--host", "127.0.0.1", "--port", str(pport),
-                                     "--workers", "2", "--log-level", "warning"], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            peers.append(peer)
-            pbase = "http://127.0.0.1:%d" % pport
-            t0 = time.time()
-            while True:
-                try:
-                    theirs = post(pbase + "/v1/classify", open(png, "rb").read(), "image/png")
-                    break
-                except Exception:  # noqa: BLE001 - workers still importing torch
-                    if time.time() - t0 > 120:
-                        raise SystemExit("bench-serve: FastAPI peer did not come up")
-                    time.sleep(0.5)
-            a_label, b_label = ours["predictions"][0]["label"], theirs["predictions"][0]["label"]
-            if a_label != b_label:
-                raise SystemExit("bench-serve: %s: fmnist-serve says %s, the peer %s" % (m, a_label, b_label))
-            # warm-up, not measured: thread workspaces, page faults, the peer's lazy imports
-            for url, body, ctype in ((base + "/v1/classify?model=%s&invert=false" % m, png, "image/png"),
-                                     (pbase + "/v1/classify", png, "image/png"),
-                                     (base + "/v2/models/%s/infer" % m, v2, "application/json")):
+            ours_url = base + "/v1/classify?model=%s&invert=false" % m
+            ours = post(ours_url, open(png, "rb").read(), "image/png")
+            peers = {}
+            for k in kinds:
+                proc, pbase = start_peer(k, m, a.weights)
+                live.append(proc)
+                peers[k] = (proc, pbase)
+            for k, (proc, pbase) in peers.items():
+                t0 = time.time()
+                while True:
+                    try:
+                        theirs = post(pbase + "/v1/classify", open(png, "rb").read(), "image/png")
+                        break
+                    except Exception:  # noqa: BLE001 - workers still importing torch
+                        if time.time() - t0 > 120:
+                            raise SystemExit("bench-serve: FastAPI peer (%s) did not come up" % k)
+                        time.sleep(0.5)
+                a_label, b_label = ours["predictions"][0]["label"], theirs["predictions"][0]["label"]
+                if a_label != b_label:
+                    raise SystemExit("bench-serve: %s: fmnist-serve says %s, the %s peer %s" % (m, a_label, k, b_label))
+            # warm-up, not measured: thread workspaces, page faults, the peers' lazy imports
+            warm = [(ours_url, png, "image/png"), (base + "/v2/models/%s/infer" % m, v2, "application/json")]
+            warm += [(pb + "/v1/classify", png, "image/png") for _, pb in peers.values()]
+            for url, body, ctype in warm:
                 wrk(url, body, ctype, conns[0], 3, lua)
+            runs = {}
+            for rnd in range(a.rounds):
+                for c in conns:
+                    cases = [(OURS, ours_url, png, "image/png", [srv.pid])]
+                    cases += [(PEERS[k][0], pb + "/v1/classify", png, "image/png", [proc.pid] + children(proc.pid))
+                              for k, (proc, pb) in peers.items()]
+                    cases.append((OURS_V2, base + "/v2/models/%s/infer" % m, v2, "application/json", [srv.pid]))
+                    for who, url, body, ctype, pids in cases:
+                        r = measure(url, body, ctype, c, a.duration, lua, pids)
+                        runs.setdefault((who, c), []).append(r)
+                        print("   round %d: %s %s %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %.0f us CPU/request"
+                              % (rnd + 1, m, who, c, r[0], r[1], r[2], r[5]), flush=True)
             for c in conns:
-                r1 = wrk(base + "/v1/classify?model=%s&invert=false" % m, png, "image/png", c, a.duration, lua)
-                rows.append((m, "fmnist-serve /v1/classify PNG", c) + r1)
-                print("  ", rows[-1], flush=True)
-                r2 = wrk(pbase + "/v1/classify", png, "image/png", c, a.duration, lua)
-                rows.append((m, "FastAPI + PyTorch PNG", c) + r2)
-                print("  ", rows[-1], flush=True)
-                r3 = wrk(base + "/v2/models/%s/infer" % m, v2, "application/json", c, a.duration, lua)
-                rows.append((m, "fmnist-serve KServe v2 JSON", c) + r3)
-                print("  ", rows[-1], flush=True)
-            peer_rss = rss_kib([peer.pid] + children(peer.pid))
-            rows.append((m, "FastAPI RSS KiB (master + 2 workers)", peer_rss))
-            os.killpg(peer.pid, signal.SIGTERM)
-            peer.wait(timeout=30)
+                for who in [OURS] + [PEERS[k][0] for k in peers] + [OURS_V2]:
+                    rs = runs[(who, c)]
+                    med = [statistics.median(x[i] for x in rs) for i in (0, 1, 2)]
+                    rows.append((m, who, c, med[0], med[1], med[2], sum(x[3] for x in rs),
+                                 "; ".join(x[4] for x in rs if x[4]), statistics.median(x[5] for x in rs),
+                                 min(x[0] for x in rs), max(x[0] for x in rs)))
+            for k, (proc, pbase) in peers.items():
+                rss.append((m, PEERS[k][0], rss_kib([proc.pid] + children(proc.pid))))
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
         our_rss = rss_kib([srv.pid])
     finally:
-        for p in peers:
+        for p in live:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
         srv.send_signal(signal.SIGTERM)
         srv.wait(timeout=60)
     print()
-    print("| model | server, request | connections | requests/s | p50 ms | p99 ms | non-2xx | socket errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        if len(r) == 8:
-            print("| %s | %s | %d | %.0f | %.2f | %.2f | %d | %s |" % r)
+    print("Medians of %d rounds (requests/s: median, and the range over the rounds):" % a.rounds)
     print()
+    print("| model | server, request | connections | requests/s | (range) | p50 ms | p99 ms | non-2xx "
+          "| socket errors | server CPU µs per request |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        if len(r) == 3:
-            print("- %s %s: %.1f MiB" % (r[0], r[1], r[2] / 1024))
+        print("| %s | %s | %d | %.0f | %.0f–%.0f | %.2f | %.2f | %d | %s | %.0f |"
+              % (r[0], r[1], r[2], r[3], r[9], r[10], r[4], r[5], r[6], r[7], r[8]))
+    print()
+    for m, who, kib in rss:
+        print("- %s, %s: RSS %.1f MiB" % (m, who, kib / 1024))
     print("- fmnist-serve RSS with %d models loaded, after every run: %.1f MiB" % (len(models), our_rss / 1024))
     print()
-    print("| model | connections | fmnist-serve / FastAPI requests/s |")
-    print("|---|---|---|")
-    by = {(r[0], r[1], r[2]): r[3] for r in rows if len(r) == 8}
+    print("| model | connections | " + " | ".join("fmnist-serve / %s requests/s" % PEERS[k][0] for k in kinds) + " |")
+    print("|---|---|" + "---|" * len(kinds))
+    by = {(r[0], r[1], r[2]): r[3] for r in rows}
     for m in a.models.split(","):
         for c in conns:
-            print("| %s | %d | %.1fx |" % (m, c, by[(m, "fmnist-serve /v1/classify PNG", c)]
-                                            / by[(m, "FastAPI + PyTorch PNG", c)]))
+            print("| %s | %d | " % (m, c) + " | ".join("%.1fx" % (by[(m, OURS, c)] / by[(m, PEERS[k][0], c)])
+                                                      for k in kinds) + " |")
     return 0
 
 
