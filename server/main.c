@@ -247,12 +247,17 @@ static void reload(srv_ctx *ctx) {
         fprintf(stderr, "fmnist-serve: SIGHUP: reload failed, still serving the previous %zu model%s: %s\n",
                 old ? old->n_models : 0, old && old->n_models == 1 ? "" : "s", err.msg);
         srv_snap_release(old);
+        srv_thread_ws_free(); /* keep no snapshot of our own between reloads */
         return;
     }
     char desc[2048];
     describe_models(snap, desc, sizeof desc);
     size_t n = snap->n_models;
     srv_registry_publish(ctx->registry, snap);
+    /* Drop this thread's reference to the previous set (acquire above kept
+     * one): it goes as soon as the workers' requests are done with it,
+     * instead of living on until the next reload. */
+    srv_thread_ws_free();
     srv_metrics_models_loaded(ctx->metrics, n);
     printf("fmnist-serve: SIGHUP: reloaded %s (generation %" PRIu64 "): models: %s\n", cfg->weights_dir, gen, desc);
 }
