@@ -16,13 +16,9 @@
  * unchecked one (made in the parent, read-only afterwards except for the
  * draining flag and cfg fields, which every test that changes restores);
  * exit status is the verdict. */
-#ifndef _XOPEN_SOURCE
-#define _XOPEN_SOURCE 700 /* nftw */
-#endif
 
 #include <check.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -39,6 +35,7 @@
 #include "image.h"
 #include "parse.h"
 #include "srv.h"
+#include "srv_fixture.h"
 
 /* ---- fixture ------------------------------------------------------------ */
 
@@ -57,31 +54,6 @@ static uint8_t img_a[FM_IMG_SIZE], img_b[FM_IMG_SIZE]; /* two 28x28 gray images 
 static uint8_t *png_a, *png_b, *png_big;              /* PNG files of them; big: 60x40 */
 static size_t png_a_len, png_b_len, png_big_len;
 static float ref_a[FM_N_CLASSES], ref_b[FM_N_CLASSES]; /* cnn1 probabilities by direct fm_predict */
-
-static void write_file(const char *dir, const char *name, const char *text) {
-    char path[PATH_MAX * 2];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static void save_model(const char *arch_name, uint64_t seed) {
-    fm_arch a;
-    fm_model m;
-    fm_error err;
-    fm_rng rng;
-    char path[PATH_MAX * 2];
-    ck_assert_int_eq(fm_arch_named(&a, arch_name, &err), 0);
-    ck_assert_int_eq(fm_model_init(&m, &a, &err), 0);
-    fm_rng_seed(&rng, seed);
-    fm_arch_init_params(&m.arch, m.params, &rng);
-    ck_assert_int_eq(fm_model_set_meta(&m, "metrics", "{\"test_accuracy\":0.5}", &err), 0);
-    snprintf(path, sizeof path, "%s/%s.safetensors", weights_dir, arch_name);
-    ck_assert_msg(fm_st_save(&m, path, &err) == 0, "%s", err.msg);
-    fm_model_free(&m);
-}
 
 static uint8_t *png_of(const uint8_t *px, int w, int h, size_t *len) {
     uint8_t *out = NULL;
@@ -109,18 +81,18 @@ static void setup(void) {
     snprintf(static_dir, sizeof static_dir, "%s/static", tmp_dir);
     ck_assert_int_eq(mkdir(weights_dir, 0755), 0);
     ck_assert_int_eq(mkdir(static_dir, 0755), 0);
-    save_model("mlp2", 1);
-    save_model("cnn1", 2);
-    write_file(weights_dir, "mlp2.history.json", "{\"epochs\":[1,2,3]}\n");
-    write_file(weights_dir, "grid-lr.csv", "lr,acc\n0.1,0.5\n");
-    write_file(weights_dir, "notes.txt", "not a report\n");
-    write_file(tmp_dir, "secret.json", "{\"secret\":true}\n");
+    fx_save_model(weights_dir, "mlp2", 1);
+    fx_save_model(weights_dir, "cnn1", 2);
+    fx_write_file(weights_dir, "mlp2.history.json", "{\"epochs\":[1,2,3]}\n");
+    fx_write_file(weights_dir, "grid-lr.csv", "lr,acc\n0.1,0.5\n");
+    fx_write_file(weights_dir, "notes.txt", "not a report\n");
+    fx_write_file(tmp_dir, "secret.json", "{\"secret\":true}\n");
     char link[PATH_MAX * 2];
     snprintf(link, sizeof link, "%s/evil.history.json", weights_dir);
     ck_assert_int_eq(symlink("../secret.json", link), 0);
-    write_file(static_dir, "index.html", "<!doctype html><title>fmnist</title>\n");
-    write_file(static_dir, "app.js", "console.log('fmnist');\n");
-    write_file(static_dir, ".env", "SECRET=1\n");
+    fx_write_file(static_dir, "index.html", "<!doctype html><title>fmnist</title>\n");
+    fx_write_file(static_dir, "app.js", "console.log('fmnist');\n");
+    fx_write_file(static_dir, ".env", "SECRET=1\n");
     snprintf(link, sizeof link, "%s/out.html", static_dir);
     ck_assert_int_eq(symlink("../secret.json", link), 0);
 
@@ -157,18 +129,13 @@ static void setup(void) {
     reference(img_b, ref_b);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static void teardown(void) {
     srv_registry_shutdown(&registry);
     srv_thread_ws_free();
     free(png_a);
     free(png_b);
     free(png_big);
-    nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fx_remove_tree(tmp_dir);
 }
 
 static void test_teardown(void) {

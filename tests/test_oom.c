@@ -15,13 +15,9 @@
  * failure path leaks.
  *
  * One Check test per route family (each forks in Check's default mode). */
-#ifndef _XOPEN_SOURCE
-#define _XOPEN_SOURCE 700 /* nftw */
-#endif
 
 #include <check.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -37,6 +33,7 @@
 #include "fm_st.h"
 #include "image.h"
 #include "srv.h"
+#include "srv_fixture.h"
 
 /* ---- the injector ------------------------------------------------------- */
 
@@ -140,7 +137,7 @@ static void hook_free(void *p) {
     __wrap_free(p);
 }
 
-/* ---- fixture (a smaller copy of test_handlers.c's) ---------------------- */
+/* ---- fixture (smaller than test_handlers.c's; files by srv_fixture.c) ----- */
 
 static char tmp_dir[PATH_MAX], weights_dir[PATH_MAX + 16], static_dir[PATH_MAX + 16];
 static srv_config cfg;
@@ -152,31 +149,6 @@ static fm_dataset samples;
 static uint8_t *png, *png_big;
 static size_t png_len, png_big_len;
 
-static void write_file(const char *dir, const char *name, const char *text) {
-    char path[PATH_MAX * 2];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-}
-
-static void save_model(const char *arch_name, uint64_t seed) {
-    fm_arch a;
-    fm_model m;
-    fm_error err;
-    fm_rng rng;
-    char path[PATH_MAX * 2];
-    ck_assert_int_eq(fm_arch_named(&a, arch_name, &err), 0);
-    ck_assert_int_eq(fm_model_init(&m, &a, &err), 0);
-    fm_rng_seed(&rng, seed);
-    fm_arch_init_params(&m.arch, m.params, &rng);
-    ck_assert_int_eq(fm_model_set_meta(&m, "metrics", "{\"test_accuracy\":0.5}", &err), 0);
-    snprintf(path, sizeof path, "%s/%s.safetensors", weights_dir, arch_name);
-    ck_assert_msg(fm_st_save(&m, path, &err) == 0, "%s", err.msg);
-    fm_model_free(&m);
-}
-
 static void setup(void) {
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/test_oom.XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(tmp_dir));
@@ -184,10 +156,10 @@ static void setup(void) {
     snprintf(static_dir, sizeof static_dir, "%s/static", tmp_dir);
     ck_assert_int_eq(mkdir(weights_dir, 0755), 0);
     ck_assert_int_eq(mkdir(static_dir, 0755), 0);
-    save_model("mlp2", 1);
-    save_model("cnn1", 2);
-    write_file(weights_dir, "mlp2.history.json", "{\"epochs\":[1,2,3]}\n");
-    write_file(static_dir, "index.html", "<!doctype html><title>fmnist</title>\n");
+    fx_save_model(weights_dir, "mlp2", 1);
+    fx_save_model(weights_dir, "cnn1", 2);
+    fx_write_file(weights_dir, "mlp2.history.json", "{\"epochs\":[1,2,3]}\n");
+    fx_write_file(static_dir, "index.html", "<!doctype html><title>fmnist</title>\n");
 
     srv_snap *snap;
     fm_error err;
@@ -215,11 +187,6 @@ static void setup(void) {
     cJSON_InitHooks(&hooks);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
 static void teardown(void) {
     fail_at = 0;
     srv_registry_shutdown(&registry);
@@ -227,7 +194,7 @@ static void teardown(void) {
     srv_metrics_destroy(ctx.metrics);
     free(png);
     free(png_big);
-    nftw(tmp_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    fx_remove_tree(tmp_dir);
 }
 
 /* ---- requests ----------------------------------------------------------- */
