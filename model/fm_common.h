@@ -23,6 +23,18 @@ typedef struct fm_error {
     char msg[512];
 } fm_error;
 
+/* Hot loops compiled twice, for x86-64-v3 (AVX2 + FMA) and for any x86-64,
+ * the copy picked at load time (target_clones), so the binary needs no
+ * -march=native.  FM_HAVE_CLONES says whether that happens. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FM_NO_CLONES) && \
+    (defined(__clang__) ? (__clang_major__ >= 14) : (__GNUC__ >= 11))
+#define FM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define FM_HAVE_CLONES 1
+#else
+#define FM_CLONES
+#define FM_HAVE_CLONES 0
+#endif
+
 #if defined(__GNUC__)
 #define FM_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else

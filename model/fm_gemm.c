@@ -9,14 +9,7 @@
 
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(FM_NO_CLONES) && \
-    (defined(__clang__) ? (__clang_major__ >= 14) : (__GNUC__ >= 11))
-#define FM_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#define FM_HAVE_CLONES 1
-#else
-#define FM_CLONES
-#define FM_HAVE_CLONES 0
-#endif
+#include "fm_common.h" /* FM_CLONES */
 
 enum { MR = FM_GEMM_MR, NR = FM_GEMM_NR, MC = FM_GEMM_MC, KC = FM_GEMM_KC, NC = FM_GEMM_NC };
 

@@ -8,14 +8,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "fm_common.h" /* FM_CLONES */
 #include "fm_gemm.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(FM_NO_CLONES) && \
-    (defined(__clang__) ? (__clang_major__ >= 14) : (__GNUC__ >= 11))
-#define FM_LAYER_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FM_LAYER_CLONES
-#endif
 
 void fm_linear_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N,
                        size_t I, size_t O, float *gemm) {
@@ -150,7 +144,7 @@ typedef struct patch_src {
     size_t C, H, W, K, OH, OW;
 } patch_src;
 
-FM_LAYER_CLONES
+FM_CLONES
 static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_t nc, float *bp) {
     const patch_src *p = ctx;
     size_t Q = p->OH * p->OW, HW = p->H * p->W;
