@@ -80,7 +80,6 @@ struct http_server {
     struct MHD_Daemon *d;
     pthread_mutex_t lock; /* the connection list and each shut flag */
     http_conn *conns;
-    unsigned n_conns;
     pthread_key_t ws_key; /* set on a worker's first request; its destructor frees the workspaces */
     int ws_key_ok;
     int listen_fd;        /* ours: the acceptor hands connections to libmicrohttpd */
@@ -176,7 +175,6 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         hc->next = s->conns;
         if (s->conns) s->conns->prev = hc;
         s->conns = hc;
-        s->n_conns++;
         pthread_mutex_unlock(&s->lock);
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
         http_conn *hc = *socket_context;
@@ -185,7 +183,6 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
         if (hc->prev) hc->prev->next = hc->next;
         else s->conns = hc->next;
         if (hc->next) hc->next->prev = hc->prev;
-        s->n_conns--;
         pthread_mutex_unlock(&s->lock);
         free(hc);
         *socket_context = NULL;
@@ -565,16 +562,20 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
  * (by descriptor: consecutive descriptors go to consecutive workers).  At
  * the connection limit it stops accepting until a connection closes, so
  * clients wait in the backlog as they would with the library's accept. */
+/* Connections handed to the library and not yet closed, by our own count:
+ * the library's lags behind MHD_add_connection (a worker takes the new
+ * connection in its own time).  A connection the library drops before it
+ * starts (only on out-of-memory) would stay counted. */
+static unsigned open_connections(http_server *s) {
+    return atomic_load(&s->added) - atomic_load(&s->closed);
+}
+
 static void *acceptor_main(void *arg) {
     http_server *s = arg;
     unsigned limit = s->ctx->cfg->connection_limit;
     int warned = 0;
     for (;;) {
-        /* Open connections by our own count: the library's lags behind
-         * MHD_add_connection (a worker takes the new connection in its own
-         * time).  A connection the library drops before it starts (only on
-         * out-of-memory) would stay counted. */
-        int full = atomic_load(&s->added) - atomic_load(&s->closed) >= limit; /* then look again in 20 ms */
+        int full = open_connections(s) >= limit; /* then look again in 20 ms */
         struct pollfd p[2] = {{.fd = s->wake[0], .events = POLLIN}, {.fd = s->listen_fd, .events = POLLIN}};
         if (poll(p, full ? 1 : 2, full ? 20 : -1) < 0) {
             if (errno == EINTR) continue;
@@ -584,7 +585,7 @@ static void *acceptor_main(void *arg) {
         if (p[0].revents) return NULL; /* http_quiesce / http_stop */
         if (full || !p[1].revents) continue;
         /* drain the backlog, a bounded burst at a time, up to the limit */
-        for (int i = 0; i < 64 && atomic_load(&s->added) - atomic_load(&s->closed) < limit; i++) {
+        for (int i = 0; i < 64 && open_connections(s) < limit; i++) {
             struct sockaddr_storage sa;
             socklen_t len = sizeof sa;
             int fd = accept4(s->listen_fd, (struct sockaddr *)&sa, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -724,12 +725,7 @@ void http_quiesce(http_server *s) {
 }
 
 unsigned http_connections(http_server *s) {
-    pthread_mutex_lock(&s->lock);
-    unsigned n = s->n_conns;
-    pthread_mutex_unlock(&s->lock);
-    const union MHD_DaemonInfo *di = s->d ? MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS) : NULL;
-    if (di && di->num_connections > n) n = di->num_connections;
-    return n;
+    return open_connections(s);
 }
 
 void http_stop(http_server *s) {
