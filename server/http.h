@@ -1,6 +1,8 @@
 /* http.h - the libmicrohttpd edge of fmnist-serve.
  *
- * Starts the daemon (thread pool, epoll), gathers each request's body under
+ * Listens itself and hands each accepted connection to the daemon's worker
+ * pool (epoll) from an acceptor thread, so connections are spread over the
+ * workers; gathers each request's body under
  * cfg->max_body_bytes, hands an srv_request to srv_handle() on the worker
  * thread, turns the srv_response into bytes, logs one line per request and
  * counts it in the metrics.  It also enforces what libmicrohttpd does not:
@@ -9,7 +11,7 @@
  *
  * Threads: http_start, http_tick, http_quiesce, http_connections and
  * http_stop are called from one controlling thread (main's signal loop);
- * everything else runs on libmicrohttpd's workers. */
+ * everything else runs on libmicrohttpd's workers (and the acceptor). */
 #ifndef HTTP_H
 #define HTTP_H
 
