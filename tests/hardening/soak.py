@@ -40,17 +40,8 @@ import time
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-from common import (Server, copy_weights, find_binary, multipart, png_gray, read_test_images,  # noqa: E402
-                    synthetic_images, weight_files)
-
-
-def proc_status(pid):
-    rss = 0
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-    return rss, len(os.listdir("/proc/%d/fd" % pid))
+from common import (Server, copy_weights, find_binary, multipart, png_gray, proc_status,  # noqa: E402
+                    read_test_images, synthetic_images, weight_files)
 
 
 class Stats:

@@ -40,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 import corpus  # noqa: E402
-from common import Runner, Server, copy_weights, expect, find_binary  # noqa: E402
+from common import Runner, Server, copy_weights, expect, find_binary, proc_status  # noqa: E402
 
 SERVE = find_binary("FMNIST_SERVE", 1, ["build-hard/server/fmnist-serve", "build/server/fmnist-serve"])
 PASSES = int(os.environ.get("HARDENING_PASSES", "6"))
@@ -49,16 +49,6 @@ WARMUP = 3  # passes before the RSS baseline: the workers' malloc arenas reach t
 UNDER_WRAPPER = bool(os.environ.get("FMNIST_SERVE_WRAPPER"))
 SLOW = 4.0 if UNDER_WRAPPER else 1.0  # valgrind is tens of times slower
 TMP = tempfile.mkdtemp(prefix="fmnist-hard-")
-
-
-def proc_status(pid):
-    """(VmRSS in KiB, open descriptors) of pid."""
-    rss = 0
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-    return rss, len(os.listdir("/proc/%d/fd" % pid))
 
 
 def server_pid(s):

@@ -116,6 +116,16 @@ def multipart(files, boundary="fmnistBoundary7d93"):
 
 # ------------------------------------------------------------------ server
 
+def proc_status(pid):
+    """(VmRSS in KiB, open descriptors) of pid."""
+    rss = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return rss, len(os.listdir("/proc/%d/fd" % pid))
+
+
 class Server:
     """A running fmnist-serve; stdout and stderr are collected into .lines."""
     all = []  # every server started, for a last look at their logs
