@@ -24,6 +24,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -284,6 +285,15 @@ int main(int argc, char **argv) {
     int rc = config_parse(&cfg, argc, argv);
     if (rc) return rc == 1 ? 0 : 2;
     setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time, even into a pipe */
+#ifdef M_MMAP_THRESHOLD
+    /* Blocks of 128 KiB and more (connection pools, decoded images) are
+     * mapped and unmapped, always: glibc would otherwise raise the threshold
+     * after the first large free (a 16-megapixel decode raises it to 32 MiB)
+     * and carve later pools out of whichever thread's heap asked, where they
+     * fragment and VmRSS steps up as the work moves between threads. */
+    if (mallopt(M_MMAP_THRESHOLD, 128 * 1024) != 1)
+        fprintf(stderr, "fmnist-serve: mallopt(M_MMAP_THRESHOLD) refused; memory use may creep\n");
+#endif
 
     /* Blocked before any thread starts, so every worker inherits the mask
      * and the signals arrive only through the signalfd. */
