@@ -23,6 +23,7 @@
 #include <cjson/cJSON.h>
 
 #include "image.h"
+#include "jsonw.h"
 #include "srv.h"
 
 #define API_JSON_MAX_DEPTH 32    /* deepest legitimate request is 8 levels */
@@ -69,6 +70,8 @@ cJSON *api_int(long long v);
 /* Prints root into resp as application/json with status and frees root.
  * !ok or a print failure gives 503. */
 void api_reply(srv_response *resp, int status, cJSON *root, int ok);
+/* The same for text written with jsonw (the hot answers); frees w's text. */
+void api_reply_jw(srv_response *resp, int status, jw *w);
 /* Parses the request body as one JSON value after a pre-scan that refuses
  * nesting deeper than API_JSON_MAX_DEPTH (400) and more values than
  * max_batch examples could need (413); trailing non-blank bytes are 400. */
@@ -133,8 +136,9 @@ int api_read_scale(const cJSON *root, double *scale, int bad, srv_response *resp
 
 /* "data:image/png;base64,..." of w x h gray pixels; malloc'd, NULL on OOM. */
 char *api_png_data_url(const uint8_t *px, int w, int h);
-/* {"format","width","height",...,"input_png"} for an image input. */
-cJSON *api_preprocessing(const api_item *item, const float x[FM_IMG_SIZE], int *ok);
+/* {"format","width","height",...,"input_png"} for an image input, written
+ * into w; -1 when the input PNG could not be made (w is then incomplete). */
+int api_preprocessing(jw *w, const api_item *item, const float x[FM_IMG_SIZE]);
 /* The native description of a model (/v1/models). */
 cJSON *api_model_json(const srv_snap *snap, const srv_model *m, int *ok);
 

@@ -67,30 +67,56 @@ static int read_json_instances(srv_ctx *ctx, const srv_request *req, img_invert 
     return rc;
 }
 
-static cJSON *prediction_json(const api_inputs *in, size_t i, int top, int *ok) {
+/* One prediction object; -1 when a piece could not be made. */
+static int prediction_json(jw *w, const api_inputs *in, size_t i, int top) {
     const float *p = in->probs + i * FM_N_CLASSES;
     int order[FM_N_CLASSES];
     api_rank(p, order);
-    cJSON *o = cJSON_CreateObject();
     const api_item *it = &in->items[i];
-    if (it->has_filename) api_put(ok, o, "filename", cJSON_CreateString(it->filename));
-    api_put(ok, o, "label", cJSON_CreateString(fm_class_names[order[0]]));
-    char text[FM_N_CLASSES][32]; /* each probability printed once */
-    for (int k = 0; k < FM_N_CLASSES; k++) api_float_text(p[k], text[k]);
-    api_put(ok, o, "class_id", api_int(order[0]));
-    api_put(ok, o, "confidence", cJSON_CreateRaw(text[order[0]]));
-    cJSON *probs = api_put(ok, o, "probabilities", cJSON_CreateObject());
-    for (int k = 0; k < FM_N_CLASSES; k++) api_put(ok, probs, fm_class_names[k], cJSON_CreateRaw(text[k]));
-    cJSON *tops = api_put(ok, o, "top", cJSON_CreateArray());
-    for (int k = 0; k < top; k++) {
-        cJSON *t = api_push(ok, tops, cJSON_CreateObject());
-        api_put(ok, t, "label", cJSON_CreateString(fm_class_names[order[k]]));
-        api_put(ok, t, "class_id", api_int(order[k]));
-        api_put(ok, t, "probability", cJSON_CreateRaw(text[order[k]]));
+    char text[FM_N_CLASSES][32]; /* each probability printed once, used twice */
+    size_t len[FM_N_CLASSES];
+    for (int k = 0; k < FM_N_CLASSES; k++) {
+        api_float_text(p[k], text[k]);
+        len[k] = strlen(text[k]);
     }
-    if (it->is_image) api_put(ok, o, "preprocessing", api_preprocessing(it, in->x + i * FM_IMG_SIZE, ok));
-    if (!o) *ok = 0;
-    return o;
+    jw_obj(w);
+    if (it->has_filename) {
+        jw_key(w, "filename");
+        jw_str(w, it->filename);
+    }
+    jw_key(w, "label");
+    jw_str(w, fm_class_names[order[0]]);
+    jw_key(w, "class_id");
+    jw_int(w, order[0]);
+    jw_key(w, "confidence");
+    jw_raw(w, text[order[0]], len[order[0]]);
+    jw_key(w, "probabilities");
+    jw_obj(w);
+    for (int k = 0; k < FM_N_CLASSES; k++) {
+        jw_key(w, fm_class_names[k]);
+        jw_raw(w, text[k], len[k]);
+    }
+    jw_obj_end(w);
+    jw_key(w, "top");
+    jw_arr(w);
+    for (int k = 0; k < top; k++) {
+        jw_obj(w);
+        jw_key(w, "label");
+        jw_str(w, fm_class_names[order[k]]);
+        jw_key(w, "class_id");
+        jw_int(w, order[k]);
+        jw_key(w, "probability");
+        jw_raw(w, text[order[k]], len[order[k]]);
+        jw_obj_end(w);
+    }
+    jw_arr_end(w);
+    int rc = 0;
+    if (it->is_image) {
+        jw_key(w, "preprocessing");
+        rc = api_preprocessing(w, it, in->x + i * FM_IMG_SIZE);
+    }
+    jw_obj_end(w);
+    return rc;
 }
 
 void api_native_classify(srv_ctx *ctx, const srv_snap *snap, const srv_request *req, srv_response *resp) {
@@ -119,13 +145,25 @@ void api_native_classify(srv_ctx *ctx, const srv_snap *snap, const srv_request *
         api_inputs_free(&in);
         return;
     }
-    int ok = 1;
-    cJSON *root = cJSON_CreateObject();
-    api_put(&ok, root, "model", cJSON_CreateString(m->name));
-    cJSON *preds = api_put(&ok, root, "predictions", cJSON_CreateArray());
-    for (size_t i = 0; i < in.n && ok; i++) api_push(&ok, preds, prediction_json(&in, i, top, &ok));
+    /* ~2 KB per image with its input PNG: one allocation for one image */
+    jw w;
+    jw_init(&w, 4096);
+    jw_obj(&w);
+    jw_key(&w, "model");
+    jw_str(&w, m->name);
+    jw_key(&w, "predictions");
+    jw_arr(&w);
+    rc = 0;
+    for (size_t i = 0; i < in.n && rc == 0; i++) rc = prediction_json(&w, &in, i, top);
+    jw_arr_end(&w);
+    jw_obj_end(&w);
     api_inputs_free(&in);
-    api_reply(resp, 200, root, ok);
+    if (rc) {
+        jw_free(&w);
+        srv_error(resp, 503, "out of memory while building the response; retry later");
+        return;
+    }
+    api_reply_jw(resp, 200, &w);
 }
 
 /* -------------------------------------------------------------- /v1/models */

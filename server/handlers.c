@@ -167,7 +167,7 @@ cJSON *api_push(int *ok, cJSON *arr, cJSON *item) {
 
 void api_float_text(float v, char buf[32]) {
     if (isfinite(v))
-        snprintf(buf, 32, "%.9g", (double)v);
+        jw_fmt_float(v, buf);
     else
         memcpy(buf, "null", 5);
 }
@@ -195,6 +195,20 @@ void api_reply(srv_response *resp, int status, cJSON *root, int ok) {
     free(resp->body);
     resp->body = s;
     resp->body_len = strlen(s);
+    resp->status = status;
+    resp->content_type = "application/json";
+}
+
+void api_reply_jw(srv_response *resp, int status, jw *w) {
+    size_t n;
+    char *s = jw_take(w, &n);
+    if (!s) {
+        srv_error(resp, 503, "out of memory while building the response; retry later");
+        return;
+    }
+    free(resp->body);
+    resp->body = s;
+    resp->body_len = n;
     resp->status = status;
     resp->content_type = "application/json";
 }
@@ -751,12 +765,10 @@ int api_read_scale(const cJSON *root, double *scale, int bad, srv_response *resp
 
 /* ========================================================== reply pieces */
 
-static char *b64_data_url(const uint8_t *data, size_t len, const char *mime) {
+/* base64 of data[len] into out (4 * ceil(len / 3) bytes); returns that count. */
+static size_t b64_encode(const uint8_t *data, size_t len, char *out) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t pre = strlen("data:;base64,") + strlen(mime);
-    char *out = malloc(pre + (len + 2) / 3 * 4 + 1);
-    if (!out) return NULL;
-    size_t k = (size_t)sprintf(out, "data:%s;base64,", mime);
+    size_t k = 0;
     for (size_t i = 0; i < len; i += 3) {
         uint32_t v = (uint32_t)data[i] << 16;
         if (i + 1 < len) v |= (uint32_t)data[i + 1] << 8;
@@ -766,38 +778,71 @@ static char *b64_data_url(const uint8_t *data, size_t len, const char *mime) {
         out[k++] = i + 1 < len ? tab[v >> 6 & 63] : '=';
         out[k++] = i + 2 < len ? tab[v & 63] : '=';
     }
-    out[k] = '\0';
-    return out;
+    return k;
 }
+
+#define PNG_URL_PREFIX "data:image/png;base64,"
 
 char *api_png_data_url(const uint8_t *px, int w, int h) {
     uint8_t *png = NULL;
     size_t len = 0;
     if (img_png_store_gray8(px, w, h, &png, &len, NULL, 0) != IMG_OK) return NULL;
-    char *url = b64_data_url(png, len, "image/png");
+    size_t pre = strlen(PNG_URL_PREFIX);
+    char *url = malloc(pre + (len + 2) / 3 * 4 + 1);
+    if (url) {
+        memcpy(url, PNG_URL_PREFIX, pre);
+        url[pre + b64_encode(png, len, url + pre)] = '\0';
+    }
     free(png);
     return url;
 }
 
-cJSON *api_preprocessing(const api_item *it, const float x[FM_IMG_SIZE], int *ok) {
-    cJSON *o = cJSON_CreateObject();
+/* The same URL written as a JSON string value straight into w (base64 needs
+ * no escaping); 0, or -1 when the PNG could not be made (nothing written). */
+static int png_data_url_jw(jw *w, const uint8_t *px, int wd, int ht) {
+    uint8_t *png = NULL;
+    size_t len = 0;
+    if (img_png_store_gray8(px, wd, ht, &png, &len, NULL, 0) != IMG_OK) return -1;
+    size_t pre = strlen(PNG_URL_PREFIX);
+    char *out = jw_reserve(w, pre + (len + 2) / 3 * 4 + 2);
+    if (out) {
+        out[0] = '"';
+        memcpy(out + 1, PNG_URL_PREFIX, pre);
+        size_t n = 1 + pre + b64_encode(png, len, out + 1 + pre);
+        out[n++] = '"';
+        jw_commit(w, n);
+    }
+    free(png);
+    return 0;
+}
+
+int api_preprocessing(jw *w, const api_item *it, const float x[FM_IMG_SIZE]) {
     const img_info *f = &it->info;
-    api_put(ok, o, "format", cJSON_CreateString(f->format ? f->format : "unknown"));
-    api_put(ok, o, "width", api_int((long long)f->width));
-    api_put(ok, o, "height", api_int((long long)f->height));
-    api_put(ok, o, "channels", api_int(f->channels));
-    api_put(ok, o, "has_alpha", cJSON_CreateBool(f->has_alpha));
-    api_put(ok, o, "trimmed", cJSON_CreateBool(f->trimmed));
-    api_put(ok, o, "resized", cJSON_CreateBool(f->resized));
-    api_put(ok, o, "inverted", cJSON_CreateBool(f->inverted));
-    api_put(ok, o, "background", api_float(f->background));
+    jw_obj(w);
+    jw_key(w, "format");
+    jw_str(w, f->format ? f->format : "unknown");
+    jw_key(w, "width");
+    jw_int(w, (long long)f->width);
+    jw_key(w, "height");
+    jw_int(w, (long long)f->height);
+    jw_key(w, "channels");
+    jw_int(w, f->channels);
+    jw_key(w, "has_alpha");
+    jw_bool(w, f->has_alpha);
+    jw_key(w, "trimmed");
+    jw_bool(w, f->trimmed);
+    jw_key(w, "resized");
+    jw_bool(w, f->resized);
+    jw_key(w, "inverted");
+    jw_bool(w, f->inverted);
+    jw_key(w, "background");
+    jw_float(w, f->background);
     uint8_t g[FM_IMG_SIZE];
     img_input_to_gray8(x, g);
-    char *url = api_png_data_url(g, FM_IMG_W, FM_IMG_H);
-    api_put(ok, o, "input_png", url ? cJSON_CreateString(url) : NULL);
-    free(url);
-    if (!o) *ok = 0;
-    return o;
+    jw_key(w, "input_png");
+    int rc = png_data_url_jw(w, g, FM_IMG_W, FM_IMG_H);
+    jw_obj_end(w);
+    return rc;
 }
 
 /* ================================================================ routing */

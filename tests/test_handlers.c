@@ -19,6 +19,7 @@
 
 #include <check.h>
 #include <fcntl.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -33,6 +34,7 @@
 #include "fm_idx.h"
 #include "fm_st.h"
 #include "image.h"
+#include "jsonw.h"
 #include "parse.h"
 #include "srv.h"
 #include "srv_fixture.h"
@@ -1399,6 +1401,114 @@ END_TEST
 
 /* ---- TorchServe --------------------------------------------------------- */
 
+/* ------------------------------------------------------------ JSON writer */
+
+static void check_float_text(float v) {
+    char fast[32], slow[32];
+    size_t n = jw_fmt_float(v, fast);
+    snprintf(slow, sizeof slow, "%.9g", (double)v);
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    ck_assert_msg(strcmp(fast, slow) == 0, "float 0x%08x: jw_fmt_float \"%s\", printf \"%s\"", (unsigned)bits, fast,
+                  slow);
+    ck_assert_uint_eq(n, strlen(slow));
+}
+
+static float float_of_bits(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+START_TEST(test_jw_float_matches_printf) {
+    static const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.5f, 0.1f, 1e-4f, 1e-5f, 9.99999975e-05f,
+                                    123456789.0f, 999999936.0f, 1e9f, 3e9f, FLT_MIN, FLT_MAX, FLT_TRUE_MIN,
+                                    1e-36f, 1e-37f, 1e-38f, 0.999999940f, 0.99999994f, 2.56501448e-06f};
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) {
+        check_float_text(special[i]);
+        check_float_text(-special[i]);
+    }
+    /* powers of ten and their neighbours, where the exponent estimate and
+     * the carry into a tenth digit are decided */
+    for (int p = -45; p <= 38; p++) {
+        float v = (float)pow(10.0, p);
+        check_float_text(v);
+        check_float_text(nextafterf(v, 0.0f));
+        check_float_text(nextafterf(v, INFINITY));
+    }
+    /* exact ties at the ninth digit: a / 2^(10+t) has 10 significant digits
+     * ending in 5 when it lies in [10^-(t+1), 10^-t) and a is odd */
+    for (int t = 0; t <= 5; t++)
+        for (uint32_t a = 1; a < (1u << 14); a += 2) {
+            double v = ldexp((double)a, -(10 + t));
+            if (v >= pow(10.0, -(t + 1)) && v < pow(10.0, -t)) check_float_text((float)v);
+        }
+    /* random bit patterns (every finite float is a candidate) and random
+     * probabilities in [0, 1] */
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < 1000000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        uint32_t b = (uint32_t)(x >> 32);
+        if ((b >> 23 & 0xff) != 0xff) check_float_text(float_of_bits(b));
+        check_float_text(float_of_bits((uint32_t)x % 0x3f800001u)); /* [0, 1] */
+    }
+}
+END_TEST
+
+START_TEST(test_jw_writer) {
+    jw w;
+    jw_init(&w, 0);
+    jw_obj(&w);
+    jw_key(&w, "a\"b\\c");
+    jw_str(&w, "line\nfeed\ttab\x01 \x7f caf\xc3\xa9");
+    jw_key(&w, "n");
+    jw_arr(&w);
+    jw_int(&w, -42);
+    jw_float(&w, 0.25f);
+    jw_float(&w, NAN);
+    jw_bool(&w, 1);
+    jw_bool(&w, 0);
+    jw_obj(&w);
+    jw_obj_end(&w);
+    jw_arr(&w);
+    jw_arr_end(&w);
+    jw_arr_end(&w);
+    jw_key(&w, "raw");
+    jw_raw(&w, "{\"x\":1}", 7);
+    char *p = jw_reserve(&w, 3);
+    ck_assert_ptr_nonnull(p);
+    memcpy(p, "\"z\"", 3);
+    jw_commit(&w, 3);
+    jw_obj_end(&w);
+    size_t n;
+    char *s = jw_take(&w, &n);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_str_eq(s, "{\"a\\\"b\\\\c\":\"line\\nfeed\\ttab\\u0001 \x7f caf\xc3\xa9\",\"n\":[-42,0.25,null,true,false,{},[]],"
+                        "\"raw\":{\"x\":1},\"z\"}");
+    ck_assert_uint_eq(n, strlen(s));
+    free(s);
+    /* a long answer grows the buffer and stays valid JSON */
+    jw_init(&w, 16);
+    jw_arr(&w);
+    for (int i = 0; i < 5000; i++) jw_str(&w, "item");
+    jw_arr_end(&w);
+    s = jw_take(&w, &n);
+    cJSON *j = cJSON_Parse(s);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_int_eq(cJSON_GetArraySize(j), 5000);
+    cJSON_Delete(j);
+    free(s);
+    /* nothing written: an empty string, not NULL */
+    jw_init(&w, 0);
+    s = jw_take(&w, &n);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(n, 0);
+    free(s);
+}
+END_TEST
+
 START_TEST(test_torchserve) {
     srv_response r = get("/ping", NULL);
     ck_assert_int_eq(r.status, 200);
@@ -1471,6 +1581,8 @@ static Suite *handlers_suite(void) {
     tcase_add_test(tc, test_kserve_errors);
     tcase_add_test(tc, test_tfs);
     tcase_add_test(tc, test_torchserve);
+    tcase_add_test(tc, test_jw_float_matches_printf);
+    tcase_add_test(tc, test_jw_writer);
     suite_add_tcase(s, tc);
     return s;
 }
