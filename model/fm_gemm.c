@@ -99,6 +99,26 @@ static void kernel(size_t kc, const float *restrict a, const float *restrict b, 
         a += MR;
         b += NR;
     }
+    if (mr == MR && nr == NR) { /* a full tile: straight from the registers (the
+                                  * element loops below become a memcpy call per row) */
+#define STORE_ROW(r, v0, v1)                                        \
+        do {                                                        \
+            float *cr_ = c + (r) * ldc;                             \
+            if (!overwrite) {                                       \
+                v8f t0_, t1_;                                       \
+                LOAD8(t0_, cr_);                                    \
+                LOAD8(t1_, cr_ + 8);                                \
+                v0 = t0_ + v0;                                      \
+                v1 = t1_ + v1;                                      \
+            }                                                       \
+            memcpy(cr_, &v0, 32);                                   \
+            memcpy(cr_ + 8, &v1, 32);                               \
+        } while (0)
+        STORE_ROW(0, c00, c01); STORE_ROW(1, c10, c11); STORE_ROW(2, c20, c21);
+        STORE_ROW(3, c30, c31); STORE_ROW(4, c40, c41); STORE_ROW(5, c50, c51);
+#undef STORE_ROW
+        return;
+    }
     float acc[MR][NR];
     memcpy(acc[0], &c00, 32); memcpy(acc[0] + 8, &c01, 32);
     memcpy(acc[1], &c10, 32); memcpy(acc[1] + 8, &c11, 32);

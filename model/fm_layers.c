@@ -138,30 +138,91 @@ static void im2col_t(float *colT, const float *x, size_t nb, size_t C, size_t H,
 /* Patches gathered straight into the GEMM's B panels (no im2col buffer, no
  * second pass to pack it): for a convolution without padding, element
  * (k, j) of the patch matrix, k = (c, kh, kw) and j = (n, oh, ow), is
- * x[n, c, oh+kh, ow+kw]: a fixed offset per column plus one per row. */
+ * x[n, c, oh+kh, ow+kw]: a fixed offset per column plus one per row.
+ *
+ * The offsets of a strip's 16 columns are the same for every row, and
+ * they come in runs (consecutive output columns read consecutive inputs),
+ * so each half-strip of 8 lanes is built from a few unaligned 8-float loads
+ * masked by lane: lane i of a run with load offset d reads load(xk + d)[i].
+ * A strip with more than MAX_RUNS runs in a half, or whose loads would
+ * reach past the input, is gathered element by element. */
 typedef struct patch_src {
     const float *x;
+    size_t len; /* floats readable from x */
     size_t C, H, W, K, OH, OW;
 } patch_src;
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+enum { MAX_RUNS = 4 };
+
+/* Offset of patch row k, k = (c, kh, kw), from a column's base offset. */
+static size_t patch_row_offset(const patch_src *p, size_t k) {
+    return k / (p->K * p->K) * p->H * p->W + k / p->K % p->K * p->W + k % p->K;
+}
 
 FM_CLONES
 static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_t nc, float *bp) {
     const patch_src *p = ctx;
     size_t Q = p->OH * p->OW, HW = p->H * p->W;
-    for (size_t s = 0; s < nc; s += FM_GEMM_NR) {
+    size_t first = patch_row_offset(p, k0), last = patch_row_offset(p, k0 + kc - 1);
+    /* column j0 as (image, output row, output column), then stepped: no
+     * division per column (for the first convolution, K = 9 rows per
+     * strip, the divisions cost more than the copies) */
+    size_t n = j0 / Q, oh = j0 % Q / p->OW, ow = j0 % Q % p->OW;
+    for (size_t s = 0; s < nc; s += FM_GEMM_NR, bp += kc * FM_GEMM_NR) {
         size_t nr = nc - s < FM_GEMM_NR ? nc - s : FM_GEMM_NR;
         size_t base[FM_GEMM_NR];
         for (size_t c = 0; c < nr; c++) {
-            size_t j = j0 + s + c, n = j / Q, q = j % Q;
-            base[c] = n * p->C * HW + (q / p->OW) * p->W + q % p->OW;
+            base[c] = n * p->C * HW + oh * p->W + ow;
+            if (++ow == p->OW) {
+                ow = 0;
+                if (++oh == p->OH) oh = 0, n++;
+            }
         }
         for (size_t c = nr; c < FM_GEMM_NR; c++) base[c] = base[0]; /* padding columns: read, then zeroed */
-        /* row k0 as (channel, kernel row, kernel column), then stepped */
-        size_t ch = k0 / (p->K * p->K), kh = k0 / p->K % p->K, kw = k0 % p->K;
-        const float *xk = p->x + ch * HW + kh * p->W + kw;
-        for (size_t k = 0; k < kc; k++, bp += FM_GEMM_NR) {
-            for (size_t c = 0; c < FM_GEMM_NR; c++) bp[c] = xk[base[c]];
-            for (size_t c = nr; c < FM_GEMM_NR; c++) bp[c] = 0.0f;
+
+        /* runs of each half: load offset d[h][r] (>= 0: base grows by at
+         * least one per column) and the lanes it fills; padding lanes are in
+         * no run and stay zero */
+        size_t d[2][MAX_RUNS], nrun[2] = {0, 0};
+        v8i lanes[2][MAX_RUNS];
+        int fast = 1;
+        for (size_t h = 0; h < 2 && fast; h++) {
+            for (size_t i = 0; i < 8 && h * 8 + i < nr; i++) {
+                size_t off = base[h * 8 + i] - i;
+                if (nrun[h] == 0 || off != d[h][nrun[h] - 1]) {
+                    if (nrun[h] == MAX_RUNS || off + 8 + last > p->len) {
+                        fast = 0;
+                        break;
+                    }
+                    d[h][nrun[h]] = off;
+                    for (size_t l = 0; l < 8; l++) lanes[h][nrun[h]][l] = 0;
+                    nrun[h]++;
+                }
+                lanes[h][nrun[h] - 1][i] = -1;
+            }
+        }
+
+        size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
+        const float *xk = p->x + first;
+        float *out = bp;
+        for (size_t k = 0; k < kc; k++, out += FM_GEMM_NR) {
+            if (fast) {
+                for (size_t h = 0; h < 2; h++) {
+                    v8i acc = {0, 0, 0, 0, 0, 0, 0, 0};
+                    for (size_t r = 0; r < nrun[h]; r++) {
+                        v8f v;
+                        memcpy(&v, xk + d[h][r], sizeof v);
+                        acc |= (v8i)v & lanes[h][r];
+                    }
+                    memcpy(out + h * 8, &acc, sizeof acc);
+                }
+            } else {
+                for (size_t c = 0; c < FM_GEMM_NR; c++) out[c] = xk[base[c]];
+                for (size_t c = nr; c < FM_GEMM_NR; c++) out[c] = 0.0f;
+            }
+            /* next row: (channel, kernel row, kernel column) stepped */
             if (++kw < p->K) {
                 xk++;
             } else if (kw = 0, ++kh < p->K) {
@@ -185,7 +246,7 @@ void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw
          * own layout, for several it is gathered image by image */
         float *out = nb == 1 ? y + n0 * O * Q : tmp;
         if (pw && P == 0) { /* inference, valid padding: patches gathered into the panels */
-            patch_src src = {x + n0 * C * H * W, C, H, W, K, OH, OW};
+            patch_src src = {x + n0 * C * H * W, nb * C * H * W, C, H, W, K, OH, OW};
             fm_sgemm_pa_fn(O, ld, ckk, pw, pack_patches, &src, 0, out, ld, gemm);
         } else {
             im2col_t(colT, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);

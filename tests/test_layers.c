@@ -596,6 +596,41 @@ START_TEST(test_conv_chunk_invariance) {
 }
 END_TEST
 
+/* Inference with packed weights gathers the patches straight into the GEMM
+ * panels (runs of columns as vector loads where they fit, element by
+ * element where not): bit for bit the im2col path, on shapes with wide and
+ * narrow outputs (one to four runs per half strip, and more), several
+ * images per chunk, and inputs sized exactly (ASan sees any read past them). */
+START_TEST(test_conv_packed_identical) {
+    static const size_t shapes[][7] = {
+        /* C, H, W, O, K, N, chunk */
+        {1, 28, 28, 32, 3, 1, 1}, {32, 13, 13, 64, 3, 1, 1}, {64, 5, 5, 128, 3, 1, 1}, {2, 4, 3, 5, 3, 3, 3},
+        {3, 7, 9, 4, 2, 4, 2},    {1, 5, 20, 3, 5, 2, 2},    {2, 3, 3, 3, 3, 5, 5},      {4, 6, 6, 7, 3, 6, 4},
+        {1, 2, 40, 2, 2, 3, 3},   {5, 9, 4, 3, 4, 2, 1},
+    };
+    fm_rng rng;
+    fm_rng_seed(&rng, 310);
+    float *gemm = falloc(FM_GEMM_SCRATCH);
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        size_t C = shapes[t][0], H = shapes[t][1], W = shapes[t][2], O = shapes[t][3], K = shapes[t][4];
+        size_t N = shapes[t][5], chunk = shapes[t][6], OH = H - K + 1, OW = W - K + 1, ckk = C * K * K;
+        size_t nx = N * C * H * W, ny = N * O * OH * OW;
+        float *x = falloc(nx), *w = falloc(O * ckk), *b = falloc(O), *pw = falloc(fm_gemm_packed_a_size(O, ckk));
+        float *y0 = falloc(ny), *y1 = falloc(ny), *scratch = falloc(fm_conv2d_scratch(C, O, K, OH, OW, chunk));
+        fill(x, nx, &rng, -1, 1);
+        fill(w, O * ckk, &rng, -1, 1);
+        fill(b, O, &rng, -1, 1);
+        for (size_t i = 0; i < nx; i += 3) x[i] = 0.0f; /* zeros as the server's inputs have */
+        fm_gemm_pack_a(O, ckk, w, ckk, pw);
+        fm_conv2d_forward(y0, x, w, NULL, b, N, C, H, W, O, K, 0, scratch, chunk, gemm);
+        fm_conv2d_forward(y1, x, w, pw, b, N, C, H, W, O, K, 0, scratch, chunk, gemm);
+        ck_assert_msg(memcmp(y0, y1, ny * sizeof *y0) == 0, "shape %zu: packed-patch conv differs", t);
+        free(x), free(w), free(b), free(pw), free(y0), free(y1), free(scratch);
+    }
+    free(gemm);
+}
+END_TEST
+
 /* ---- maxpool --------------------------------------------------------------------- */
 
 START_TEST(test_maxpool_golden) {
@@ -910,6 +945,7 @@ static Suite *layers_suite(void) {
     tcase_add_test(tc, test_gemm_degenerate);
     tcase_add_test(tc, test_gemm_row_independent);
     tcase_add_test(tc, test_gemm_packed_identical);
+    tcase_add_test(tc, test_conv_packed_identical);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("linear");
