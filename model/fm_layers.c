@@ -259,7 +259,10 @@ void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw
             for (size_t o = 0; o < O; o++) {
                 float *yo = y + ((n0 + n) * O + o) * Q;
                 const float *t = out + o * ld + n * Q;
-                for (size_t q = 0; q < Q; q++) yo[q] = t[q] + b[o];
+                if (b)
+                    for (size_t q = 0; q < Q; q++) yo[q] = t[q] + b[o];
+                else if (yo != t)
+                    memcpy(yo, t, Q * sizeof(float));
             }
     }
 }
@@ -363,6 +366,38 @@ void fm_maxpool_backward(float *dx, const float *dy, const uint8_t *arg, size_t 
                 size_t i = arg[o] / S, j = arg[o] % S;
                 dxp[(oh * S + i) * W + ow * S + j] += dy[o];
             }
+    }
+}
+
+void fm_maxpool2_bias_relu(float *y, const float *x, const float *b, size_t N, size_t C, size_t H, size_t W) {
+    size_t OH = H / 2, OW = W / 2;
+    for (size_t n = 0; n < N; n++)
+        for (size_t c = 0; c < C; c++) {
+            const float *xp = x + (n * C + c) * H * W;
+            float *yp = y + (n * C + c) * OH * OW, bc = b[c];
+            for (size_t oh = 0; oh < OH; oh++) {
+                const float *restrict r0 = xp + 2 * oh * W, *restrict r1 = r0 + W;
+                float *restrict yr = yp + oh * OW;
+                for (size_t ow = 0; ow < OW; ow++) { /* the selects of fm_maxpool_forward */
+                    float best = r0[2 * ow], v;
+                    v = r0[2 * ow + 1], best = v > best ? v : best;
+                    v = r1[2 * ow], best = v > best ? v : best;
+                    v = r1[2 * ow + 1], best = v > best ? v : best;
+                    v = best + bc;
+                    yr[ow] = v > 0.0f ? v : 0.0f;
+                }
+            }
+        }
+}
+
+void fm_bias_relu(float *y, const float *x, const float *b, size_t N, size_t C, size_t HW) {
+    for (size_t nc = 0; nc < N * C; nc++) {
+        const float *xp = x + nc * HW;
+        float *yp = y + nc * HW, bc = b[nc % C];
+        for (size_t i = 0; i < HW; i++) {
+            float v = xp[i] + bc;
+            yp[i] = v > 0.0f ? v : 0.0f;
+        }
     }
 }
 

@@ -28,7 +28,8 @@ size_t fm_conv2d_scratch(size_t C, size_t O, size_t K, size_t OH, size_t OW, siz
 /* y[N,O,OH,OW] = sum_{c,kh,kw} w[O,C,K,K] x[N,C,oh+kh-P,ow+kw-P] + b[O], zero outside x;
  * stride 1, OH = H + 2P - K + 1.  Computed as im2col + GEMM (w times the
  * patches, which gives y's channel-major layout), `chunk` images at a time. */
-/* pw: w packed by fm_gemm_pack_a(O, C*K*K, w, C*K*K, pw), or NULL. */
+/* pw: w packed by fm_gemm_pack_a(O, C*K*K, w, C*K*K, pw), or NULL.
+ * b = NULL leaves the bias out (see fm_maxpool2_bias_relu). */
 void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N, size_t C,
                        size_t H, size_t W, size_t O, size_t K, size_t P, float *scratch, size_t chunk,
                        float *gemm);
@@ -45,6 +46,16 @@ void fm_maxpool_forward(float *y, uint8_t *arg, const float *x, size_t N, size_t
 /* dx[N,C,H,W] = dy routed to each window's arg-max, zero elsewhere */
 void fm_maxpool_backward(float *dx, const float *dy, const uint8_t *arg, size_t N, size_t C,
                          size_t H, size_t W, size_t S);
+
+/* Inference tails of a convolution whose bias was left out (b = NULL to
+ * fm_conv2d_forward), in one pass instead of three:
+ *   y[N,C,H/2,W/2] = relu(maxpool2x2(x) + b[c])   (conv, relu, 2x2 max-pool)
+ *   y[N,C,HW]      = relu(x + b[c])               (conv, relu; y may equal x)
+ * Bit for bit what adding the bias, relu and pooling in turn give: rounding
+ * x + b is monotonic in x, so the largest of four sums is the sum with the
+ * largest of the four, and relu only turns signs of zero into +0. */
+void fm_maxpool2_bias_relu(float *y, const float *x, const float *b, size_t N, size_t C, size_t H, size_t W);
+void fm_bias_relu(float *y, const float *x, const float *b, size_t N, size_t C, size_t HW);
 
 /* y = max(x, 0), n elements (y may equal x) */
 void fm_relu_forward(float *y, const float *x, size_t n);

@@ -146,6 +146,14 @@ const float *fm_forward(const fm_arch *a, const float *params, fm_ws *ws, const 
     return forward(a, params, NULL, ws, x, n, train, rng);
 }
 
+/* Index of the first layer after i that is not a dropout (a no-op in
+ * inference); -1 when none. */
+static int next_layer(const fm_arch *a, int i) {
+    for (i++; i < a->n_layers; i++)
+        if (a->layers[i].type != FM_DROPOUT) return i;
+    return -1;
+}
+
 static const float *forward(const fm_arch *a, const float *params, const float *packed, fm_ws *ws, const float *x,
                             size_t n, int train, fm_rng *rng) {
     const float *in = x;
@@ -165,6 +173,32 @@ static const float *forward(const fm_arch *a, const float *params, const float *
         if (pw && (L->type == FM_LINEAR || L->type == FM_CONV2D)) {
             lpw = pw;
             pw += packed_floats(L);
+        }
+        int relu = -1, pool = -1; /* a convolution's relu and 2x2 max-pool, fused with its bias */
+        if (L->type == FM_CONV2D) {
+            relu = next_layer(a, i);
+            if (relu >= 0 && a->layers[relu].type == FM_RELU) {
+                pool = next_layer(a, relu);
+                if (pool >= 0 && !(a->layers[pool].type == FM_MAXPOOL2D && a->layers[pool].kernel == 2)) pool = -1;
+            } else {
+                relu = -1;
+            }
+        }
+        if (relu >= 0) {
+            float *t = (float *)(in == ws->ping ? ws->pong : ws->ping);
+            float *out = pool >= 0 ? (float *)in : t; /* the input is no longer needed once t is made */
+            if (in == x) out = pool >= 0 ? (t == ws->ping ? ws->pong : ws->ping) : t;
+            fm_conv2d_forward(t, in, params + L->w_off, lpw, NULL, n, (size_t)L->in_c, (size_t)L->in_h,
+                              (size_t)L->in_w, (size_t)L->units, (size_t)L->kernel,
+                              L->same ? (size_t)L->kernel / 2 : 0, ws->conv, ws->conv_chunk, ws->gemm);
+            size_t OH = (size_t)a->layers[relu].in_h, OW = (size_t)a->layers[relu].in_w;
+            if (pool >= 0)
+                fm_maxpool2_bias_relu(out, t, params + L->b_off, n, (size_t)L->units, OH, OW);
+            else
+                fm_bias_relu(out, t, params + L->b_off, n, (size_t)L->units, OH * OW);
+            in = out;
+            i = pool >= 0 ? pool : relu;
+            continue;
         }
         float *out;
         if (L->type == FM_RELU && in != x)

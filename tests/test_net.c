@@ -418,6 +418,52 @@ START_TEST(test_predict_matches_forward) {
 }
 END_TEST
 
+/* Inference fuses a convolution's bias, relu and 2x2 max-pool into one
+ * pass (fm_maxpool2_bias_relu, fm_bias_relu): its logits are bit for bit
+ * those of the layer-by-layer training forward (dropout rates set to 0 so
+ * that forward is deterministic), batched and one image at a time, plain
+ * and with the weights packed. */
+START_TEST(test_fused_inference_identical) {
+    fm_arch a;
+    make_arch(&a, fm_arch_names[_i]);
+    for (int l = 0; l < a.n_layers; l++)
+        if (a.layers[l].type == FM_DROPOUT) a.layers[l].rate = 0.0f;
+    size_t n = 9;
+    fm_error err = {{0}};
+    fm_ws tw, iw, one;
+    ck_assert_msg(fm_ws_create(&tw, &a, n, 1, &err) == 0, "%s", err.msg);
+    ck_assert_msg(fm_ws_create(&iw, &a, n, 0, &err) == 0, "%s", err.msg);
+    ck_assert_msg(fm_ws_create(&one, &a, 1, 0, &err) == 0, "%s", err.msg);
+    float *params = random_params(&a, 70), *x = random_images(&a, n, 71);
+    for (size_t i = 0; i < n * a.in_c * a.in_h * a.in_w; i += 4) x[i] = 0.0f; /* background pixels */
+    fm_rng rng;
+    fm_rng_seed(&rng, 72);
+    float ref[9 * FM_N_CLASSES], got[9 * FM_N_CLASSES], pref[9 * FM_N_CLASSES], pgot[9 * FM_N_CLASSES];
+    memcpy(ref, fm_forward(&a, params, &tw, x, n, 1, &rng), sizeof ref);
+    memcpy(got, fm_forward(&a, params, &iw, x, n, 0, NULL), sizeof got);
+    ck_assert_msg(memcmp(ref, got, sizeof ref) == 0, "%s: batched inference differs from the training forward", a.name);
+    fm_softmax(pref, ref, n, FM_N_CLASSES);
+    fm_model m = {0};
+    ck_assert_msg(fm_model_init(&m, &a, &err) == 0, "%s", err.msg);
+    memcpy(m.params, params, a.n_params * sizeof *params);
+    ck_assert_msg(fm_model_pack(&m, &err) == 0, "%s", err.msg);
+    size_t in_size = (size_t)a.in_c * a.in_h * a.in_w;
+    for (size_t i = 0; i < n; i++) {
+        fm_predict(&a, params, &one, x + i * in_size, 1, pgot + i * FM_N_CLASSES);
+        ck_assert_msg(memcmp(pref + i * FM_N_CLASSES, pgot + i * FM_N_CLASSES, FM_N_CLASSES * sizeof(float)) == 0,
+                      "%s: image %zu alone differs", a.name, i);
+        fm_model_predict(&m, &one, x + i * in_size, 1, pgot + i * FM_N_CLASSES);
+        ck_assert_msg(memcmp(pref + i * FM_N_CLASSES, pgot + i * FM_N_CLASSES, FM_N_CLASSES * sizeof(float)) == 0,
+                      "%s: image %zu alone with packed weights differs", a.name, i);
+    }
+    fm_model_free(&m);
+    free(params), free(x);
+    fm_ws_destroy(&tw);
+    fm_ws_destroy(&iw);
+    fm_ws_destroy(&one);
+}
+END_TEST
+
 /* Packed weights (fm_model_pack, what the server serves with) give bit for
  * bit the probabilities of the plain path, for one image and for batches
  * (the server answers single images, `fmnist-train eval` runs batches). */
@@ -793,6 +839,7 @@ static Suite *net_suite(void) {
     tcase_set_timeout(tc, 30);
     tcase_add_loop_test(tc, test_predict_matches_forward, 0, n_arch);
     tcase_add_loop_test(tc, test_packed_predict_identical, 0, n_arch);
+    tcase_add_loop_test(tc, test_fused_inference_identical, 0, n_arch);
     tcase_add_loop_test(tc, test_eval_never_drops, 0, n_arch);
     suite_add_tcase(s, tc);
 
