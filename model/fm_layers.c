@@ -161,6 +161,38 @@ static size_t patch_row_offset(const patch_src *p, size_t k) {
     return k / (p->K * p->K) * p->H * p->W + k / p->K % p->K * p->W + k % p->K;
 }
 
+/* xk from patch row k to row k + 1: (channel, kernel row, kernel column) stepped. */
+static inline void patch_row_step(const patch_src *p, const float **xk, size_t *kh, size_t *kw) {
+    if (++*kw < p->K) {
+        (*xk)++;
+    } else if (*kw = 0, ++*kh < p->K) {
+        *xk += p->W - (p->K - 1);
+    } else {
+        *kh = 0;
+        *xk += p->H * p->W - (p->K - 1) * p->W - (p->K - 1);
+    }
+}
+
+/* Rows k0 .. k0+kc-1 of one strip from R runs per half (R a constant at
+ * each call site, so the loop over runs unrolls). */
+static inline __attribute__((always_inline)) void gather_runs(const patch_src *p, size_t k0, size_t kc,
+                                                               const float *xk, size_t d[2][MAX_RUNS],
+                                                               v8i lanes[2][MAX_RUNS], size_t R, float *out) {
+    size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
+    for (size_t k = 0; k < kc; k++, out += FM_GEMM_NR) {
+        for (size_t h = 0; h < 2; h++) {
+            v8i acc = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (size_t r = 0; r < R; r++) {
+                v8f v;
+                memcpy(&v, xk + d[h][r], sizeof v);
+                acc |= (v8i)v & lanes[h][r];
+            }
+            memcpy(out + h * 8, &acc, sizeof acc);
+        }
+        patch_row_step(p, &xk, &kh, &kw);
+    }
+}
+
 FM_CLONES
 static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_t nc, float *bp) {
     const patch_src *p = ctx;
@@ -204,33 +236,38 @@ static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_
             }
         }
 
+        if (fast) {
+            /* both halves get the same number of runs (a half with fewer
+             * repeats its last: OR-ing the same lanes twice changes nothing),
+             * so the loop over runs has a trip count fixed for the strip
+             * and is unrolled; a varying one cost a mispredicted branch a row */
+            size_t R = nrun[0] > nrun[1] ? nrun[0] : nrun[1];
+            for (size_t h = 0; h < 2; h++) {
+                if (nrun[h] == 0) { /* all padding: lanes of zeros from a valid load */
+                    d[h][0] = d[1 - h][0];
+                    for (size_t l = 0; l < 8; l++) lanes[h][0][l] = 0;
+                    nrun[h] = 1;
+                }
+                for (size_t r = nrun[h]; r < R; r++) {
+                    d[h][r] = d[h][r - 1];
+                    lanes[h][r] = lanes[h][r - 1];
+                }
+            }
+            switch (R) {
+            case 1: gather_runs(p, k0, kc, p->x + first, d, lanes, 1, bp); break;
+            case 2: gather_runs(p, k0, kc, p->x + first, d, lanes, 2, bp); break;
+            case 3: gather_runs(p, k0, kc, p->x + first, d, lanes, 3, bp); break;
+            default: gather_runs(p, k0, kc, p->x + first, d, lanes, MAX_RUNS, bp); break;
+            }
+            continue;
+        }
         size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
         const float *xk = p->x + first;
         float *out = bp;
         for (size_t k = 0; k < kc; k++, out += FM_GEMM_NR) {
-            if (fast) {
-                for (size_t h = 0; h < 2; h++) {
-                    v8i acc = {0, 0, 0, 0, 0, 0, 0, 0};
-                    for (size_t r = 0; r < nrun[h]; r++) {
-                        v8f v;
-                        memcpy(&v, xk + d[h][r], sizeof v);
-                        acc |= (v8i)v & lanes[h][r];
-                    }
-                    memcpy(out + h * 8, &acc, sizeof acc);
-                }
-            } else {
-                for (size_t c = 0; c < FM_GEMM_NR; c++) out[c] = xk[base[c]];
-                for (size_t c = nr; c < FM_GEMM_NR; c++) out[c] = 0.0f;
-            }
-            /* next row: (channel, kernel row, kernel column) stepped */
-            if (++kw < p->K) {
-                xk++;
-            } else if (kw = 0, ++kh < p->K) {
-                xk += p->W - (p->K - 1);
-            } else {
-                kh = 0;
-                xk += HW - (p->K - 1) * p->W - (p->K - 1);
-            }
+            for (size_t c = 0; c < FM_GEMM_NR; c++) out[c] = xk[base[c]];
+            for (size_t c = nr; c < FM_GEMM_NR; c++) out[c] = 0.0f;
+            patch_row_step(p, &xk, &kh, &kw);
         }
     }
 }
