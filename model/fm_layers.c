@@ -272,6 +272,8 @@ static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_
     }
 }
 
+int fm_conv2d_packs_b(size_t OH, size_t OW) { return OH * OW < FM_GEMM_NR; }
+
 void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N, size_t C,
                        size_t H, size_t W, size_t O, size_t K, size_t P, float *scratch, size_t chunk,
                        float *gemm) {
@@ -281,6 +283,22 @@ void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw
         size_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
         /* [O, nb*Q] = w[O, ckk] colT[ckk, nb*Q]: for one image that is y's
          * own layout, for several it is gathered image by image */
+        if (pw && fm_conv2d_packs_b(OH, OW)) {
+            /* [nb*Q, O] = patches [nb*Q, ckk] x w^T: the same products summed in
+             * the same order as w x patches, bit for bit; then to [n][O][Q] */
+            im2col(colT, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
+            fm_sgemm_pb(nb * Q, O, ckk, colT, ckk, pw, 0, tmp, O, gemm);
+            for (size_t n = 0; n < nb; n++)
+                for (size_t o = 0; o < O; o++) {
+                    float *yo = y + ((n0 + n) * O + o) * Q;
+                    const float *t = tmp + n * Q * O + o;
+                    if (b)
+                        for (size_t q = 0; q < Q; q++) yo[q] = t[q * O] + b[o];
+                    else
+                        for (size_t q = 0; q < Q; q++) yo[q] = t[q * O];
+                }
+            continue;
+        }
         float *out = nb == 1 ? y + n0 * O * Q : tmp;
         if (pw && P == 0) { /* inference, valid padding: patches gathered into the panels */
             patch_src src = {x + n0 * C * H * W, nb * C * H * W, C, H, W, K, OH, OW};

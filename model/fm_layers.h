@@ -28,8 +28,15 @@ size_t fm_conv2d_scratch(size_t C, size_t O, size_t K, size_t OH, size_t OW, siz
 /* y[N,O,OH,OW] = sum_{c,kh,kw} w[O,C,K,K] x[N,C,oh+kh-P,ow+kw-P] + b[O], zero outside x;
  * stride 1, OH = H + 2P - K + 1.  Computed as im2col + GEMM (w times the
  * patches, which gives y's channel-major layout), `chunk` images at a time. */
-/* pw: w packed by fm_gemm_pack_a(O, C*K*K, w, C*K*K, pw), or NULL.
+/* pw: w packed once for inference, or NULL: as GEMM operand A,
+ * fm_gemm_pack_a(O, C*K*K, w, C*K*K, pw), or - when fm_conv2d_packs_b(OH,
+ * OW) says so - as operand B, fm_gemm_pack_b(1, O, C*K*K, w, C*K*K, pw).
  * b = NULL leaves the bias out (see fm_maxpool2_bias_relu). */
+/* 1 when a convolution with an OH x OW output is better computed as
+ * patches x weights^T (operand B = the weights), 0 for weights x patches:
+ * an output of fewer positions than a GEMM strip's 16 columns (cnn3's third
+ * convolution: 9) would leave most of each strip padding. */
+int fm_conv2d_packs_b(size_t OH, size_t OW);
 void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N, size_t C,
                        size_t H, size_t W, size_t O, size_t K, size_t P, float *scratch, size_t chunk,
                        float *gemm);

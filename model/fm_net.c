@@ -106,11 +106,16 @@ static void weight_shape(const fm_layer *L, size_t *N, size_t *K) {
 }
 
 /* Floats of a weight layer's packed weights: a dense layer's are GEMM
- * operand B (x w^T), a convolution's operand A (w times the patches). */
+ * operand B (x w^T), a convolution's operand A (w times the patches) or,
+ * for a small output, B (patches times w^T; fm_conv2d_packs_b). */
+static int packs_as_a(const fm_layer *L) {
+    return L->type == FM_CONV2D && !fm_conv2d_packs_b((size_t)L->out_h, (size_t)L->out_w);
+}
+
 static size_t packed_floats(const fm_layer *L) {
     size_t N, K;
     weight_shape(L, &N, &K);
-    return L->type == FM_CONV2D ? fm_gemm_packed_a_size(N, K) : fm_gemm_packed_size(N, K);
+    return packs_as_a(L) ? fm_gemm_packed_a_size(N, K) : fm_gemm_packed_size(N, K);
 }
 
 int fm_model_pack(fm_model *m, fm_error *err) {
@@ -127,7 +132,7 @@ int fm_model_pack(fm_model *m, fm_error *err) {
         const fm_layer *L = &a->layers[i];
         if (L->type != FM_LINEAR && L->type != FM_CONV2D) continue;
         weight_shape(L, &N, &K);
-        if (L->type == FM_CONV2D)
+        if (packs_as_a(L))
             fm_gemm_pack_a(N, K, m->params + L->w_off, K, q);
         else
             fm_gemm_pack_b(1, N, K, m->params + L->w_off, K, q);

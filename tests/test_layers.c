@@ -598,7 +598,8 @@ END_TEST
 
 /* Inference with packed weights gathers the patches straight into the GEMM
  * panels (runs of columns as vector loads where they fit, element by
- * element where not): bit for bit the im2col path, on shapes with wide and
+ * element where not), or for outputs of fewer than 16 positions computes
+ * patches x weights^T: bit for bit the im2col path, on shapes with wide and
  * narrow outputs (one to four runs per half strip, and more), several
  * images per chunk, and inputs sized exactly (ASan sees any read past them). */
 START_TEST(test_conv_packed_identical) {
@@ -615,13 +616,18 @@ START_TEST(test_conv_packed_identical) {
         size_t C = shapes[t][0], H = shapes[t][1], W = shapes[t][2], O = shapes[t][3], K = shapes[t][4];
         size_t N = shapes[t][5], chunk = shapes[t][6], OH = H - K + 1, OW = W - K + 1, ckk = C * K * K;
         size_t nx = N * C * H * W, ny = N * O * OH * OW;
-        float *x = falloc(nx), *w = falloc(O * ckk), *b = falloc(O), *pw = falloc(fm_gemm_packed_a_size(O, ckk));
+        int as_b = fm_conv2d_packs_b(OH, OW);
+        float *x = falloc(nx), *w = falloc(O * ckk), *b = falloc(O);
+        float *pw = falloc(as_b ? fm_gemm_packed_size(O, ckk) : fm_gemm_packed_a_size(O, ckk));
         float *y0 = falloc(ny), *y1 = falloc(ny), *scratch = falloc(fm_conv2d_scratch(C, O, K, OH, OW, chunk));
         fill(x, nx, &rng, -1, 1);
         fill(w, O * ckk, &rng, -1, 1);
         fill(b, O, &rng, -1, 1);
         for (size_t i = 0; i < nx; i += 3) x[i] = 0.0f; /* zeros as the server's inputs have */
-        fm_gemm_pack_a(O, ckk, w, ckk, pw);
+        if (as_b)
+            fm_gemm_pack_b(1, O, ckk, w, ckk, pw);
+        else
+            fm_gemm_pack_a(O, ckk, w, ckk, pw);
         fm_conv2d_forward(y0, x, w, NULL, b, N, C, H, W, O, K, 0, scratch, chunk, gemm);
         fm_conv2d_forward(y1, x, w, pw, b, N, C, H, W, O, K, 0, scratch, chunk, gemm);
         ck_assert_msg(memcmp(y0, y1, ny * sizeof *y0) == 0, "shape %zu: packed-patch conv differs", t);
