@@ -208,7 +208,8 @@ static void kernel1x4(size_t kc, const float *restrict a, size_t as, const float
  * (pa, made by fm_gemm_pack_a). */
 static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
                  const float *B, size_t ldb, const float *pa, const float *pb, fm_pack_b_fn pack_fn,
-                 const void *pack_ctx, int accumulate, float *C, size_t ldc, float *scratch) {
+                 const void *pack_ctx, fm_pack_a_fn pack_a_fn, int accumulate, float *C, size_t ldc,
+                 float *scratch) {
     if (M == 0 || N == 0) return;
     if (K == 0) {
         if (!accumulate)
@@ -239,6 +240,9 @@ static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const f
                 size_t as = MR; /* stride of kernel1's A */
                 if (pa) {
                     ap = pa + packed_a_offset(M, pc, ic, kc);
+                } else if (pack_a_fn) {
+                    pack_a_fn(pack_ctx, ic, mc, pc, kc, scratch);
+                    ap = scratch;
                 } else if (mc == 1 && !trans_a) { /* one row (an image): read it in place */
                     ap = A + ic * lda + pc;
                     as = 1;
@@ -268,7 +272,7 @@ static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const f
 
 void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
               const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *scratch) {
-    gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, NULL, NULL, NULL, NULL, accumulate, C, ldc, scratch);
+    gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, NULL, NULL, NULL, NULL, NULL, accumulate, C, ldc, scratch);
 }
 
 size_t fm_gemm_packed_size(size_t N, size_t K) {
@@ -293,7 +297,7 @@ void fm_gemm_pack_b(int trans_b, size_t N, size_t K, const float *B, size_t ldb,
 
 void fm_sgemm_pb(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *packed, int accumulate,
                  float *C, size_t ldc, float *scratch) {
-    gemm(0, 0, M, N, K, A, lda, NULL, 0, NULL, packed, NULL, NULL, accumulate, C, ldc, scratch);
+    gemm(0, 0, M, N, K, A, lda, NULL, 0, NULL, packed, NULL, NULL, NULL, accumulate, C, ldc, scratch);
 }
 
 size_t fm_gemm_packed_a_size(size_t M, size_t K) { return (M + MR - 1) / MR * MR * K; }
@@ -310,12 +314,17 @@ void fm_gemm_pack_a(size_t M, size_t K, const float *A, size_t lda, float *packe
 
 void fm_sgemm_pa(size_t M, size_t N, size_t K, const float *packed, const float *B, size_t ldb, int accumulate,
                  float *C, size_t ldc, float *scratch) {
-    gemm(0, 0, M, N, K, NULL, 0, B, ldb, packed, NULL, NULL, NULL, accumulate, C, ldc, scratch);
+    gemm(0, 0, M, N, K, NULL, 0, B, ldb, packed, NULL, NULL, NULL, NULL, accumulate, C, ldc, scratch);
 }
 
 void fm_sgemm_pa_fn(size_t M, size_t N, size_t K, const float *packed, fm_pack_b_fn pack, const void *ctx,
                     int accumulate, float *C, size_t ldc, float *scratch) {
-    gemm(0, 0, M, N, K, NULL, 0, NULL, 0, packed, NULL, pack, ctx, accumulate, C, ldc, scratch);
+    gemm(0, 0, M, N, K, NULL, 0, NULL, 0, packed, NULL, pack, ctx, NULL, accumulate, C, ldc, scratch);
+}
+
+void fm_sgemm_fn_pb(size_t M, size_t N, size_t K, fm_pack_a_fn pack, const void *ctx, const float *packed,
+                    int accumulate, float *C, size_t ldc, float *scratch) {
+    gemm(0, 0, M, N, K, NULL, 0, NULL, 0, NULL, packed, NULL, ctx, pack, accumulate, C, ldc, scratch);
 }
 
 const char *fm_gemm_kernel_name(void) {

@@ -50,6 +50,15 @@ typedef void (*fm_pack_b_fn)(const void *ctx, size_t k0, size_t kc, size_t j0, s
 void fm_sgemm_pa_fn(size_t M, size_t N, size_t K, const float *packed, fm_pack_b_fn pack, const void *ctx,
                     int accumulate, float *C, size_t ldc, float *scratch);
 
+/* fm_sgemm_pb with A produced block by block by pack(ctx, i0, mc, k0, kc,
+ * ap): rows [i0, i0+mc) x columns [k0, k0+kc) of A as strips of FM_GEMM_MR
+ * rows, ap[strip][k][r], zero past mc - what fm_sgemm would pack from A
+ * itself, so the result is the same bit for bit.  A convolution with a
+ * small output gathers its patches (as rows) this way. */
+typedef void (*fm_pack_a_fn)(const void *ctx, size_t i0, size_t mc, size_t k0, size_t kc, float *ap);
+void fm_sgemm_fn_pb(size_t M, size_t N, size_t K, fm_pack_a_fn pack, const void *ctx, const float *packed,
+                    int accumulate, float *C, size_t ldc, float *scratch);
+
 /* Which micro-kernel the CPU dispatch picked ("avx2+fma" or "generic"), for logs. */
 const char *fm_gemm_kernel_name(void);
 

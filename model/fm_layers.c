@@ -272,6 +272,34 @@ static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_
     }
 }
 
+/* The patch matrix's rows j = (n, oh, ow) as A strips of FM_GEMM_MR rows
+ * (fm_pack_a_fn): ap[strip][k][r] = x[n, c, oh+kh, ow+kw], k = (c, kh, kw),
+ * zero past mc.  Used for small outputs only (a few strips). */
+static void pack_patch_rows(const void *ctx, size_t i0, size_t mc, size_t k0, size_t kc, float *ap) {
+    const patch_src *p = ctx;
+    size_t Q = p->OH * p->OW, HW = p->H * p->W;
+    size_t n = i0 / Q, oh = i0 % Q / p->OW, ow = i0 % Q % p->OW;
+    for (size_t s = 0; s < mc; s += FM_GEMM_MR) {
+        size_t mr = mc - s < FM_GEMM_MR ? mc - s : FM_GEMM_MR;
+        size_t base[FM_GEMM_MR];
+        for (size_t r = 0; r < mr; r++) {
+            base[r] = n * p->C * HW + oh * p->W + ow;
+            if (++ow == p->OW) {
+                ow = 0;
+                if (++oh == p->OH) oh = 0, n++;
+            }
+        }
+        for (size_t r = mr; r < FM_GEMM_MR; r++) base[r] = base[0]; /* padding rows: read, then zeroed */
+        size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
+        const float *xk = p->x + patch_row_offset(p, k0);
+        for (size_t k = 0; k < kc; k++, ap += FM_GEMM_MR) {
+            for (size_t r = 0; r < FM_GEMM_MR; r++) ap[r] = xk[base[r]];
+            for (size_t r = mr; r < FM_GEMM_MR; r++) ap[r] = 0.0f;
+            patch_row_step(p, &xk, &kh, &kw);
+        }
+    }
+}
+
 int fm_conv2d_packs_b(size_t OH, size_t OW) { return OH * OW < FM_GEMM_NR; }
 
 void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N, size_t C,
@@ -286,8 +314,13 @@ void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw
         if (pw && fm_conv2d_packs_b(OH, OW)) {
             /* [nb*Q, O] = patches [nb*Q, ckk] x w^T: the same products summed in
              * the same order as w x patches, bit for bit; then to [n][O][Q] */
-            im2col(colT, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
-            fm_sgemm_pb(nb * Q, O, ckk, colT, ckk, pw, 0, tmp, O, gemm);
+            if (P == 0) { /* the patches gathered straight into the A strips */
+                patch_src src = {x + n0 * C * H * W, nb * C * H * W, C, H, W, K, OH, OW};
+                fm_sgemm_fn_pb(nb * Q, O, ckk, pack_patch_rows, &src, pw, 0, tmp, O, gemm);
+            } else {
+                im2col(colT, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
+                fm_sgemm_pb(nb * Q, O, ckk, colT, ckk, pw, 0, tmp, O, gemm);
+            }
             for (size_t n = 0; n < nb; n++)
                 for (size_t o = 0; o < O; o++) {
                     float *yo = y + ((n0 + n) * O + o) * Q;

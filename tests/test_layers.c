@@ -612,10 +612,11 @@ START_TEST(test_conv_packed_identical) {
     fm_rng rng;
     fm_rng_seed(&rng, 310);
     float *gemm = falloc(FM_GEMM_SCRATCH);
-    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
-        size_t C = shapes[t][0], H = shapes[t][1], W = shapes[t][2], O = shapes[t][3], K = shapes[t][4];
-        size_t N = shapes[t][5], chunk = shapes[t][6], OH = H - K + 1, OW = W - K + 1, ckk = C * K * K;
-        size_t nx = N * C * H * W, ny = N * O * OH * OW;
+    for (size_t t = 0; t < 2 * sizeof shapes / sizeof shapes[0]; t++) {
+        size_t s = t / 2, P = t % 2; /* each shape valid, then zero-padded by one */
+        size_t C = shapes[s][0], H = shapes[s][1], W = shapes[s][2], O = shapes[s][3], K = shapes[s][4];
+        size_t N = shapes[s][5], chunk = shapes[s][6], OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1;
+        size_t ckk = C * K * K, nx = N * C * H * W, ny = N * O * OH * OW;
         int as_b = fm_conv2d_packs_b(OH, OW);
         float *x = falloc(nx), *w = falloc(O * ckk), *b = falloc(O);
         float *pw = falloc(as_b ? fm_gemm_packed_size(O, ckk) : fm_gemm_packed_a_size(O, ckk));
@@ -628,9 +629,9 @@ START_TEST(test_conv_packed_identical) {
             fm_gemm_pack_b(1, O, ckk, w, ckk, pw);
         else
             fm_gemm_pack_a(O, ckk, w, ckk, pw);
-        fm_conv2d_forward(y0, x, w, NULL, b, N, C, H, W, O, K, 0, scratch, chunk, gemm);
-        fm_conv2d_forward(y1, x, w, pw, b, N, C, H, W, O, K, 0, scratch, chunk, gemm);
-        ck_assert_msg(memcmp(y0, y1, ny * sizeof *y0) == 0, "shape %zu: packed-patch conv differs", t);
+        fm_conv2d_forward(y0, x, w, NULL, b, N, C, H, W, O, K, P, scratch, chunk, gemm);
+        fm_conv2d_forward(y1, x, w, pw, b, N, C, H, W, O, K, P, scratch, chunk, gemm);
+        ck_assert_msg(memcmp(y0, y1, ny * sizeof *y0) == 0, "shape %zu, padding %zu: packed conv differs", s, P);
         free(x), free(w), free(b), free(pw), free(y0), free(y1), free(scratch);
     }
     free(gemm);
