@@ -744,6 +744,10 @@ static float find_background(const raw_image *img, bool is28, bool *chosen) {
  * any pixel was not fully opaque. */
 static bool to_luma(const raw_image *img, float bg, float *plane) {
     size_t npx = img->w * img->h;
+    if (img->nch == 1) { /* gray, opaque: the common upload (vectorises) */
+        for (size_t i = 0; i < npx; i++) plane[i] = img->px[i];
+        return false;
+    }
     bool translucent = false;
     for (size_t i = 0; i < npx; i++) {
         const uint8_t *p = img->px + i * (size_t)img->nch;
@@ -759,7 +763,8 @@ static bool to_luma(const raw_image *img, float bg, float *plane) {
 }
 
 static float clamp01(float x) {
-    return x > 0.0f ? (x < 1.0f ? x : 1.0f) : 0.0f; /* NaN -> 0 */
+    x = x > 0.0f ? x : 0.0f; /* NaN -> 0; two selects (max, min) vectorise */
+    return x < 1.0f ? x : 1.0f;
 }
 
 /* ---- trim / scale / centre ---------------------------------------------- */
@@ -922,10 +927,9 @@ int img_to_input(const uint8_t *data, size_t len, size_t max_pixels, img_invert 
 
     info->inverted = mode == IMG_INVERT_ON ||
                      (mode == IMG_INVERT_AUTO && !is28 && info->background > 0.5f);
-    for (size_t i = 0; i < IMG_N; i++) {
-        float v = clamp01(canvas[i] / 255.0f);
-        out[i] = info->inverted ? 1.0f - v : v;
-    }
+    for (size_t i = 0; i < IMG_N; i++) out[i] = clamp01(canvas[i] / 255.0f);
+    if (info->inverted)
+        for (size_t i = 0; i < IMG_N; i++) out[i] = 1.0f - out[i];
     return IMG_OK;
 }
 
