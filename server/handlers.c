@@ -768,8 +768,15 @@ int api_read_scale(const cJSON *root, double *scale, int bad, srv_response *resp
 /* base64 of data[len] into out (4 * ceil(len / 3) bytes); returns that count. */
 static size_t b64_encode(const uint8_t *data, size_t len, char *out) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t k = 0;
-    for (size_t i = 0; i < len; i += 3) {
+    size_t k = 0, i = 0;
+    for (; i + 3 <= len; i += 3) { /* whole groups: no tests */
+        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
+        out[k++] = tab[v >> 18 & 63];
+        out[k++] = tab[v >> 12 & 63];
+        out[k++] = tab[v >> 6 & 63];
+        out[k++] = tab[v & 63];
+    }
+    for (; i < len; i += 3) {
         uint32_t v = (uint32_t)data[i] << 16;
         if (i + 1 < len) v |= (uint32_t)data[i + 1] << 8;
         if (i + 2 < len) v |= data[i + 2];

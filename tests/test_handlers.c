@@ -31,6 +31,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "api.h"
 #include "fm_idx.h"
 #include "fm_st.h"
 #include "image.h"
@@ -1457,6 +1458,32 @@ START_TEST(test_jw_float_matches_printf) {
 }
 END_TEST
 
+/* The data URL of the echoed input decodes (server's own base64 decoder)
+ * to exactly the PNG img_png_store_gray8 makes, for image sizes whose PNG
+ * lengths leave each remainder mod 3. */
+START_TEST(test_png_data_url) {
+    int rem_seen[3] = {0, 0, 0};
+    for (int w = 1; w <= 8; w++) {
+        uint8_t px[16] = {0}, bin[512];
+        for (int i = 0; i < w; i++) px[i] = (uint8_t)(i * 37);
+        uint8_t *png = NULL;
+        size_t len = 0, n = 0;
+        ck_assert_int_eq(img_png_store_gray8(px, w, 1, &png, &len, NULL, 0), IMG_OK);
+        rem_seen[len % 3] = 1;
+        char *url = api_png_data_url(px, w, 1);
+        ck_assert_ptr_nonnull(url);
+        ck_assert(strncmp(url, "data:image/png;base64,", 22) == 0);
+        ck_assert_uint_eq(strlen(url + 22), (len + 2) / 3 * 4);
+        ck_assert_int_eq(px_b64_decode(url + 22, strlen(url + 22), bin, sizeof bin, &n), PX_OK);
+        ck_assert_uint_eq(n, len);
+        ck_assert(memcmp(bin, png, len) == 0);
+        free(url);
+        free(png);
+    }
+    ck_assert(rem_seen[0] && rem_seen[1] && rem_seen[2]);
+}
+END_TEST
+
 START_TEST(test_jw_writer) {
     jw w;
     jw_init(&w, 0);
@@ -1583,6 +1610,7 @@ static Suite *handlers_suite(void) {
     tcase_add_test(tc, test_torchserve);
     tcase_add_test(tc, test_jw_float_matches_printf);
     tcase_add_test(tc, test_jw_writer);
+    tcase_add_test(tc, test_png_data_url);
     suite_add_tcase(s, tc);
     return s;
 }
