@@ -3,7 +3,8 @@
 
     tools/install-deps.sh bench          # wrk, python3-torch, python3-fastapi, uvicorn, ...
     /usr/bin/python3 tools/bench-serve.py [--duration 10] [--conns 16,64] [--models mlp2,cnn3]
-                                          [--peers debian,tuned] [--rounds 3] [--serve build/server/fmnist-serve]
+                                          [--peers debian,tuned] [--rounds 3] [--wrk-threads 1,2]
+                                          [--serve build/server/fmnist-serve]
 
 Everything on 127.0.0.1.  fmnist-serve loads every weight file in weights/
 (all five models) with its default worker pool; the peer is
@@ -21,7 +22,10 @@ for the image, and each is warmed up for 3 s per request kind (not measured).  E
 Each case also reports the server's own CPU time per request (user +
 system, all its threads and processes, from /proc), which moves less than
 requests/s when the machine is shared.  RSS is read from /proc after the
-runs.  Prints Markdown tables for docs/BENCHMARKS.md.
+runs.  wrk shares the two cores with the server; every case is measured
+with each --wrk-threads setting (1: the load generator takes the least of
+the machine; 2: one per core, wrk's usual advice for a machine of its own).
+Prints Markdown tables for docs/BENCHMARKS.md.
 """
 import argparse
 import gzip
@@ -106,9 +110,9 @@ def children(pid):
     return [int(x) for x in out.split()]
 
 
-def wrk(url, body_path, ctype, conns, duration, lua_path):
+def wrk(url, body_path, ctype, conns, duration, lua_path, threads=1):
     env = dict(os.environ, BENCH_BODY=body_path, BENCH_CTYPE=ctype)
-    r = subprocess.run(["wrk", "-t2", "-c%d" % conns, "-d%ds" % duration, "--latency", "-s", lua_path, url],
+    r = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration, "--latency", "-s", lua_path, url],
                        capture_output=True, text=True, env=env, timeout=duration + 60)
     out = r.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -150,10 +154,10 @@ def cpu_seconds(pids):
     return total
 
 
-def measure(url, body, ctype, conns, duration, lua, pids):
+def measure(url, body, ctype, conns, duration, lua, pids, threads):
     """wrk's figures plus the server's CPU microseconds per request."""
     c0 = cpu_seconds(pids)
-    r = wrk(url, body, ctype, conns, duration, lua)
+    r = wrk(url, body, ctype, conns, duration, lua, threads)
     c1 = cpu_seconds(pids)
     return r + (1e6 * (c1 - c0) / max(1.0, r[0] * duration),)
 
@@ -175,10 +179,13 @@ def main():
     ap.add_argument("--models", default="mlp2,cnn3")
     ap.add_argument("--peers", default="debian,tuned", help="FastAPI configurations: debian, tuned or both")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every case, interleaved; medians reported")
+    ap.add_argument("--wrk-threads", default="1,2",
+                    help="wrk threads, each setting measured (wrk shares the two cores with the server)")
     ap.add_argument("--serve", default=os.path.join(ROOT, "build/server/fmnist-serve"))
     ap.add_argument("--weights", default=os.path.join(ROOT, "weights"))
     a = ap.parse_args()
     conns = [int(c) for c in a.conns.split(",")]
+    wts = [int(t) for t in a.wrk_threads.split(",")]
     kinds = [k for k in a.peers.split(",") if k]
     for k in kinds:
         if k not in PEERS:
@@ -200,8 +207,8 @@ def main():
     try:
         wait_http(base + "/readyz")
         models = [m["name"] for m in json.load(urllib.request.urlopen(base + "/v1/models"))["models"]]
-        print("# fmnist-serve pid %d, models loaded: %s; %d cores; wrk -t2, %d s per case"
-              % (srv.pid, ", ".join(models), os.cpu_count(), a.duration), flush=True)
+        print("# fmnist-serve pid %d, models loaded: %s; %d cores; wrk threads %s, %d s per case"
+              % (srv.pid, ", ".join(models), os.cpu_count(), a.wrk_threads, a.duration), flush=True)
         for m in a.models.split(","):
             ours_url = base + "/v1/classify?model=%s&invert=false" % m
             ours = post(ours_url, open(png, "rb").read(), "image/png")
@@ -230,23 +237,25 @@ def main():
                 wrk(url, body, ctype, conns[0], 3, lua)
             runs = {}
             for rnd in range(a.rounds):
+                for t in wts:
+                    for c in conns:
+                        cases = [(OURS, ours_url, png, "image/png", [srv.pid])]
+                        cases += [(PEERS[k][0], pb + "/v1/classify", png, "image/png", [proc.pid] + children(proc.pid))
+                                  for k, (proc, pb) in peers.items()]
+                        cases.append((OURS_V2, base + "/v2/models/%s/infer" % m, v2, "application/json", [srv.pid]))
+                        for who, url, body, ctype, pids in cases:
+                            r = measure(url, body, ctype, c, a.duration, lua, pids, t)
+                            runs.setdefault((who, c, t), []).append(r)
+                            print("   round %d: %s %s %d conns, wrk -t%d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, "
+                                  "%.0f us CPU/request" % (rnd + 1, m, who, c, t, r[0], r[1], r[2], r[5]), flush=True)
+            for t in wts:
                 for c in conns:
-                    cases = [(OURS, ours_url, png, "image/png", [srv.pid])]
-                    cases += [(PEERS[k][0], pb + "/v1/classify", png, "image/png", [proc.pid] + children(proc.pid))
-                              for k, (proc, pb) in peers.items()]
-                    cases.append((OURS_V2, base + "/v2/models/%s/infer" % m, v2, "application/json", [srv.pid]))
-                    for who, url, body, ctype, pids in cases:
-                        r = measure(url, body, ctype, c, a.duration, lua, pids)
-                        runs.setdefault((who, c), []).append(r)
-                        print("   round %d: %s %s %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %.0f us CPU/request"
-                              % (rnd + 1, m, who, c, r[0], r[1], r[2], r[5]), flush=True)
-            for c in conns:
-                for who in [OURS] + [PEERS[k][0] for k in peers] + [OURS_V2]:
-                    rs = runs[(who, c)]
-                    med = [statistics.median(x[i] for x in rs) for i in (0, 1, 2)]
-                    rows.append((m, who, c, med[0], med[1], med[2], sum(x[3] for x in rs),
-                                 "; ".join(x[4] for x in rs if x[4]), statistics.median(x[5] for x in rs),
-                                 min(x[0] for x in rs), max(x[0] for x in rs)))
+                    for who in [OURS] + [PEERS[k][0] for k in peers] + [OURS_V2]:
+                        rs = runs[(who, c, t)]
+                        med = [statistics.median(x[i] for x in rs) for i in (0, 1, 2)]
+                        rows.append((m, who, c, t, med[0], med[1], med[2], sum(x[3] for x in rs),
+                                     "; ".join(x[4] for x in rs if x[4]), statistics.median(x[5] for x in rs),
+                                     min(x[0] for x in rs), max(x[0] for x in rs), [x[0] for x in rs]))
             for k, (proc, pbase) in peers.items():
                 rss.append((m, PEERS[k][0], rss_kib([proc.pid] + children(proc.pid))))
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -261,24 +270,32 @@ def main():
     print()
     print("Medians of %d rounds (requests/s: median, and the range over the rounds):" % a.rounds)
     print()
-    print("| model | server, request | connections | requests/s | (range) | p50 ms | p99 ms | non-2xx "
+    print("| model | server, request | connections | wrk threads | requests/s | (range) | p50 ms | p99 ms | non-2xx "
           "| socket errors | server CPU µs per request |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print("| %s | %s | %d | %.0f | %.0f–%.0f | %.2f | %.2f | %d | %s | %.0f |"
-              % (r[0], r[1], r[2], r[3], r[9], r[10], r[4], r[5], r[6], r[7], r[8]))
+        print("| %s | %s | %d | %d | %.0f | %.0f–%.0f | %.2f | %.2f | %d | %s | %.0f |"
+              % (r[0], r[1], r[2], r[3], r[4], r[10], r[11], r[5], r[6], r[7], r[8], r[9]))
     print()
     for m, who, kib in rss:
         print("- %s, %s: RSS %.1f MiB" % (m, who, kib / 1024))
     print("- fmnist-serve RSS with %d models loaded, after every run: %.1f MiB" % (len(models), our_rss / 1024))
     print()
-    print("| model | connections | " + " | ".join("fmnist-serve / %s requests/s" % PEERS[k][0] for k in kinds) + " |")
-    print("|---|---|" + "---|" * len(kinds))
-    by = {(r[0], r[1], r[2]): r[3] for r in rows}
+    print("fmnist-serve's requests/s over the peer's: the ratio of the medians (the ratio in each round):")
+    print()
+    print("| model | connections | wrk threads | " + " | ".join("÷ %s" % PEERS[k][0] for k in kinds) + " |")
+    print("|---|---|---|" + "---|" * len(kinds))
+    by = {(r[0], r[1], r[2], r[3]): r for r in rows}
     for m in a.models.split(","):
-        for c in conns:
-            print("| %s | %d | " % (m, c) + " | ".join("%.1fx" % (by[(m, OURS, c)] / by[(m, PEERS[k][0], c)])
-                                                      for k in kinds) + " |")
+        for t in wts:
+            for c in conns:
+                ours_r = by[(m, OURS, c, t)]
+                cells = []
+                for k in kinds:
+                    peer_r = by[(m, PEERS[k][0], c, t)]
+                    per = ", ".join("%.1f" % (o / p) for o, p in zip(ours_r[12], peer_r[12]))
+                    cells.append("%.1fx (%s)" % (ours_r[4] / peer_r[4], per))
+                print("| %s | %d | %d | " % (m, c, t) + " | ".join(cells) + " |")
     return 0
 
 
