@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
         fm_dataset_free(&test);
         return 1;
     }
-    srv_registry registry = {0};
+    static srv_registry registry; /* zeroed: no snapshot yet */
     srv_registry_publish(&registry, snap);
     srv_config cfg = {.host = "127.0.0.1", .weights_dir = weights, .static_dir = "", .max_body_bytes = 4 << 20,
                       .max_batch = 256, .max_pixels = IMG_DEFAULT_MAX_PIXELS};
