@@ -161,6 +161,31 @@ static size_t patch_row_offset(const patch_src *p, size_t k) {
     return k / (p->K * p->K) * p->H * p->W + k / p->K % p->K * p->W + k % p->K;
 }
 
+/* A position j = (image, output row, output column) of the patch matrix. */
+typedef struct patch_pos {
+    size_t n, oh, ow;
+} patch_pos;
+
+static patch_pos patch_pos_of(const patch_src *p, size_t j) {
+    size_t Q = p->OH * p->OW;
+    return (patch_pos){j / Q, j % Q / p->OW, j % Q % p->OW};
+}
+
+/* base[0..count) = input offsets of the count positions from *at, which
+ * then moves past them (stepped: no division per position - for the first
+ * convolution, 9 rows per strip, the divisions cost more than the copies);
+ * base[count..width) repeat base[0] (padding: read, then zeroed or unused). */
+static void patch_bases(const patch_src *p, patch_pos *at, size_t count, size_t width, size_t *base) {
+    for (size_t i = 0; i < count; i++) {
+        base[i] = at->n * p->C * p->H * p->W + at->oh * p->W + at->ow;
+        if (++at->ow == p->OW) {
+            at->ow = 0;
+            if (++at->oh == p->OH) at->oh = 0, at->n++;
+        }
+    }
+    for (size_t i = count; i < width; i++) base[i] = base[0];
+}
+
 /* xk from patch row k to row k + 1: (channel, kernel row, kernel column) stepped. */
 static inline void patch_row_step(const patch_src *p, const float **xk, size_t *kh, size_t *kw) {
     if (++*kw < p->K) {
@@ -196,23 +221,12 @@ static inline __attribute__((always_inline)) void gather_runs(const patch_src *p
 FM_CLONES
 static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_t nc, float *bp) {
     const patch_src *p = ctx;
-    size_t Q = p->OH * p->OW, HW = p->H * p->W;
     size_t first = patch_row_offset(p, k0), last = patch_row_offset(p, k0 + kc - 1);
-    /* column j0 as (image, output row, output column), then stepped: no
-     * division per column (for the first convolution, K = 9 rows per
-     * strip, the divisions cost more than the copies) */
-    size_t n = j0 / Q, oh = j0 % Q / p->OW, ow = j0 % Q % p->OW;
+    patch_pos at = patch_pos_of(p, j0);
     for (size_t s = 0; s < nc; s += FM_GEMM_NR, bp += kc * FM_GEMM_NR) {
         size_t nr = nc - s < FM_GEMM_NR ? nc - s : FM_GEMM_NR;
         size_t base[FM_GEMM_NR];
-        for (size_t c = 0; c < nr; c++) {
-            base[c] = n * p->C * HW + oh * p->W + ow;
-            if (++ow == p->OW) {
-                ow = 0;
-                if (++oh == p->OH) oh = 0, n++;
-            }
-        }
-        for (size_t c = nr; c < FM_GEMM_NR; c++) base[c] = base[0]; /* padding columns: read, then zeroed */
+        patch_bases(p, &at, nr, FM_GEMM_NR, base);
 
         /* runs of each half: load offset d[h][r] (>= 0: base grows by at
          * least one per column) and the lanes it fills; padding lanes are in
@@ -277,19 +291,11 @@ static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_
  * zero past mc.  Used for small outputs only (a few strips). */
 static void pack_patch_rows(const void *ctx, size_t i0, size_t mc, size_t k0, size_t kc, float *ap) {
     const patch_src *p = ctx;
-    size_t Q = p->OH * p->OW, HW = p->H * p->W;
-    size_t n = i0 / Q, oh = i0 % Q / p->OW, ow = i0 % Q % p->OW;
+    patch_pos at = patch_pos_of(p, i0);
     for (size_t s = 0; s < mc; s += FM_GEMM_MR) {
         size_t mr = mc - s < FM_GEMM_MR ? mc - s : FM_GEMM_MR;
         size_t base[FM_GEMM_MR];
-        for (size_t r = 0; r < mr; r++) {
-            base[r] = n * p->C * HW + oh * p->W + ow;
-            if (++ow == p->OW) {
-                ow = 0;
-                if (++oh == p->OH) oh = 0, n++;
-            }
-        }
-        for (size_t r = mr; r < FM_GEMM_MR; r++) base[r] = base[0]; /* padding rows: read, then zeroed */
+        patch_bases(p, &at, mr, FM_GEMM_MR, base);
         size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
         const float *xk = p->x + patch_row_offset(p, k0);
         for (size_t k = 0; k < kc; k++, ap += FM_GEMM_MR) {
