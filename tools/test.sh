@@ -9,8 +9,10 @@
 #      nginx in front of two servers), soak (short load + reloads)
 #   3. AddressSanitizer + UndefinedBehaviorSanitizer build with gcc: the same again
 #   4. clang build: must compile cleanly (warnings are errors)
+#   5. the engine built without its AVX2 + FMA clones (-DFM_NO_CLONES): unit tests
+#   6. fuzz smoke: each libFuzzer target for 20 s
 #
-# Build directories: build/ (release), build-asan/, build-clang/.
+# Build directories: build/ (release), build-asan/, build-clang/, build-generic/.
 set -eu
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -76,6 +78,11 @@ else
     failed=$((failed + 1))
     failures="$failures clang-build"
 fi
+
+echo "== generic engine build (no AVX2 + FMA clone: what a CPU without them runs)"
+setup build-generic --buildtype=release -Dc_args=-DFM_NO_CLONES -Dserver=disabled
+ninja -C build-generic
+unit build-generic generic unit
 
 echo "== fuzz smoke (libFuzzer, 20 s per target; fuzz/run.sh 600 for the long run)"
 if fuzz/run.sh 20; then
