@@ -315,8 +315,6 @@ void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw
     float *colT = scratch, *tmp = scratch + chunk * Q * ckk;
     for (size_t n0 = 0; n0 < N; n0 += chunk) {
         size_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
-        /* [O, nb*Q] = w[O, ckk] colT[ckk, nb*Q]: for one image that is y's
-         * own layout, for several it is gathered image by image */
         if (pw && fm_conv2d_packs_b(OH, OW)) {
             /* [nb*Q, O] = patches [nb*Q, ckk] x w^T: the same products summed in
              * the same order as w x patches, bit for bit; then to [n][O][Q] */
@@ -338,6 +336,8 @@ void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw
                 }
             continue;
         }
+        /* [O, nb*Q] = w[O, ckk] colT[ckk, nb*Q]: for one image that is y's
+         * own layout, for several it is gathered image by image */
         float *out = nb == 1 ? y + n0 * O * Q : tmp;
         if (pw && P == 0) { /* inference, valid padding: patches gathered into the panels */
             patch_src src = {x + n0 * C * H * W, nb * C * H * W, C, H, W, K, OH, OW};
