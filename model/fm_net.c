@@ -190,13 +190,15 @@ static const float *forward(const fm_arch *a, const float *params, const float *
             }
         }
         if (relu >= 0) {
-            float *t = (float *)(in == ws->ping ? ws->pong : ws->ping);
-            float *out = pool >= 0 ? (float *)in : t; /* the input is no longer needed once t is made */
-            if (in == x) out = pool >= 0 ? (t == ws->ping ? ws->pong : ws->ping) : t;
+            /* t: the convolution without its bias, in the buffer in is not;
+             * pooling needs the other buffer (in's, free once t is made),
+             * bias + relu work in place */
+            float *t = in == ws->ping ? ws->pong : ws->ping;
+            float *out = pool < 0 ? t : t == ws->ping ? ws->pong : ws->ping;
             fm_conv2d_forward(t, in, params + L->w_off, lpw, NULL, n, (size_t)L->in_c, (size_t)L->in_h,
                               (size_t)L->in_w, (size_t)L->units, (size_t)L->kernel,
                               L->same ? (size_t)L->kernel / 2 : 0, ws->conv, ws->conv_chunk, ws->gemm);
-            size_t OH = (size_t)a->layers[relu].in_h, OW = (size_t)a->layers[relu].in_w;
+            size_t OH = (size_t)L->out_h, OW = (size_t)L->out_w;
             if (pool >= 0)
                 fm_maxpool2_bias_relu(out, t, params + L->b_off, n, (size_t)L->units, OH, OW);
             else

@@ -184,24 +184,8 @@ cJSON *api_int(long long v) {
     return cJSON_CreateRaw(buf);
 }
 
-void api_reply(srv_response *resp, int status, cJSON *root, int ok) {
-    /* 4 KiB up front: a classify answer (~2 KB) is printed without regrowing */
-    char *s = ok && root ? cJSON_PrintBuffered(root, 4096, 0) : NULL;
-    cJSON_Delete(root);
-    if (!s) {
-        srv_error(resp, 503, "out of memory while building the response; retry later");
-        return;
-    }
-    free(resp->body);
-    resp->body = s;
-    resp->body_len = strlen(s);
-    resp->status = status;
-    resp->content_type = "application/json";
-}
-
-void api_reply_jw(srv_response *resp, int status, jw *w) {
-    size_t n;
-    char *s = jw_take(w, &n);
+/* JSON text s[n] (malloc'd, taken) as the answer; NULL gives 503. */
+static void reply_text(srv_response *resp, int status, char *s, size_t n) {
     if (!s) {
         srv_error(resp, 503, "out of memory while building the response; retry later");
         return;
@@ -211,6 +195,19 @@ void api_reply_jw(srv_response *resp, int status, jw *w) {
     resp->body_len = n;
     resp->status = status;
     resp->content_type = "application/json";
+}
+
+void api_reply(srv_response *resp, int status, cJSON *root, int ok) {
+    /* 4 KiB up front: most answers are printed without regrowing */
+    char *s = ok && root ? cJSON_PrintBuffered(root, 4096, 0) : NULL;
+    cJSON_Delete(root);
+    reply_text(resp, status, s, s ? strlen(s) : 0);
+}
+
+void api_reply_jw(srv_response *resp, int status, jw *w) {
+    size_t n;
+    char *s = jw_take(w, &n);
+    reply_text(resp, status, s, n);
 }
 
 const char *api_json_type(const cJSON *v) {
@@ -790,16 +787,23 @@ static size_t b64_encode(const uint8_t *data, size_t len, char *out) {
 
 #define PNG_URL_PREFIX "data:image/png;base64,"
 
+/* Bytes of the data URL of a len-byte PNG (no NUL). */
+static size_t png_url_size(size_t len) { return strlen(PNG_URL_PREFIX) + (len + 2) / 3 * 4; }
+
+/* "data:image/png;base64,..." of png[len] into out (png_url_size(len)
+ * bytes, no NUL); returns that length. */
+static size_t png_url_write(const uint8_t *png, size_t len, char *out) {
+    size_t pre = strlen(PNG_URL_PREFIX);
+    memcpy(out, PNG_URL_PREFIX, pre);
+    return pre + b64_encode(png, len, out + pre);
+}
+
 char *api_png_data_url(const uint8_t *px, int w, int h) {
     uint8_t *png = NULL;
     size_t len = 0;
     if (img_png_store_gray8(px, w, h, &png, &len, NULL, 0) != IMG_OK) return NULL;
-    size_t pre = strlen(PNG_URL_PREFIX);
-    char *url = malloc(pre + (len + 2) / 3 * 4 + 1);
-    if (url) {
-        memcpy(url, PNG_URL_PREFIX, pre);
-        url[pre + b64_encode(png, len, url + pre)] = '\0';
-    }
+    char *url = malloc(png_url_size(len) + 1);
+    if (url) url[png_url_write(png, len, url)] = '\0';
     free(png);
     return url;
 }
@@ -810,12 +814,10 @@ static int png_data_url_jw(jw *w, const uint8_t *px, int wd, int ht) {
     uint8_t *png = NULL;
     size_t len = 0;
     if (img_png_store_gray8(px, wd, ht, &png, &len, NULL, 0) != IMG_OK) return -1;
-    size_t pre = strlen(PNG_URL_PREFIX);
-    char *out = jw_reserve(w, pre + (len + 2) / 3 * 4 + 2);
+    char *out = jw_reserve(w, png_url_size(len) + 2);
     if (out) {
         out[0] = '"';
-        memcpy(out + 1, PNG_URL_PREFIX, pre);
-        size_t n = 1 + pre + b64_encode(png, len, out + 1 + pre);
+        size_t n = 1 + png_url_write(png, len, out + 1);
         out[n++] = '"';
         jw_commit(w, n);
     }

@@ -552,6 +552,14 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
     fprintf(stderr, "fmnist-serve: libmicrohttpd: %s\n", line);
 }
 
+/* Connections handed to the library and not yet closed, by our own count:
+ * the library's lags behind MHD_add_connection (a worker takes the new
+ * connection in its own time).  A connection the library drops before it
+ * starts (only on out-of-memory) would stay counted. */
+static unsigned open_connections(http_server *s) {
+    return atomic_load(&s->added) - atomic_load(&s->closed);
+}
+
 /* The acceptor.  libmicrohttpd's workers would accept connections
  * themselves, each taking up to ten in a row when the listening socket
  * wakes them, so a burst of connects (a load generator, a proxy opening
@@ -562,14 +570,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
  * (by descriptor: consecutive descriptors go to consecutive workers).  At
  * the connection limit it stops accepting until a connection closes, so
  * clients wait in the backlog as they would with the library's accept. */
-/* Connections handed to the library and not yet closed, by our own count:
- * the library's lags behind MHD_add_connection (a worker takes the new
- * connection in its own time).  A connection the library drops before it
- * starts (only on out-of-memory) would stay counted. */
-static unsigned open_connections(http_server *s) {
-    return atomic_load(&s->added) - atomic_load(&s->closed);
-}
-
 static void *acceptor_main(void *arg) {
     http_server *s = arg;
     unsigned limit = s->ctx->cfg->connection_limit;

@@ -26,11 +26,8 @@ void jw_free(jw *w) {
 }
 
 char *jw_take(jw *w, size_t *len) {
-    char *s = w->failed ? NULL : w->s;
-    if (!s) {
-        s = w->failed ? NULL : calloc(1, 1); /* nothing written: "" */
-        if (w->failed) free(w->s);
-    }
+    /* a failure has already freed the text; nothing written gives "" */
+    char *s = w->failed ? NULL : w->s ? w->s : calloc(1, 1);
     if (len) *len = s ? w->len : 0;
     memset(w, 0, sizeof *w);
     return s;
@@ -73,27 +70,21 @@ static void pre_value(jw *w) {
     if (w->comma) put_c(w, ',');
 }
 
-void jw_obj(jw *w) {
+static void open_c(jw *w, char c) {
     pre_value(w);
-    put_c(w, '{');
+    put_c(w, c);
     w->comma = 0;
 }
 
-void jw_obj_end(jw *w) {
-    put_c(w, '}');
+static void close_c(jw *w, char c) {
+    put_c(w, c);
     w->comma = 1;
 }
 
-void jw_arr(jw *w) {
-    pre_value(w);
-    put_c(w, '[');
-    w->comma = 0;
-}
-
-void jw_arr_end(jw *w) {
-    put_c(w, ']');
-    w->comma = 1;
-}
+void jw_obj(jw *w) { open_c(w, '{'); }
+void jw_obj_end(jw *w) { close_c(w, '}'); }
+void jw_arr(jw *w) { open_c(w, '['); }
+void jw_arr_end(jw *w) { close_c(w, ']'); }
 
 static void put_string(jw *w, const char *s) {
     static const char hex[] = "0123456789abcdef";
