@@ -13,6 +13,7 @@
 #include "image.h"
 
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1509,6 +1510,38 @@ START_TEST(test_input_to_gray8) {
     ck_assert_uint_eq(out[4], 0);
     for (size_t i = 5; i < IMG_N; i++)
         ck_assert_uint_eq(out[i], i % 256);
+
+    /* The same byte as round(clamp01(x) * 255) computed in that order, for
+     * special values, every float near the rounding ties and bounds, and
+     * random bit patterns (any float). */
+    static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1.0f, -1.0f, 1e-45f,
+                                    -1e-45f, 1.0000001f, 0.99999994f, FLT_MAX, -FLT_MAX};
+    uint64_t seed = 0x9e3779b97f4a7c15u;
+    for (int round = 0; round < 4000; round++) {
+        for (size_t i = 0; i < IMG_N; i++) {
+            if (round == 0 && i < sizeof special / sizeof special[0]) {
+                in[i] = special[i];
+            } else if (round % 2 == 0) { /* near (k + 0.5) / 255 and the ends */
+                float t = ((float)(i % 257) - 0.5f) / 255.0f;
+                uint32_t b;
+                memcpy(&b, &t, sizeof b);
+                b += (uint32_t)(round / 2 % 64) - 32u;
+                memcpy(&in[i], &b, sizeof b);
+            } else {
+                seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17; /* xorshift64 */
+                uint32_t b = (uint32_t)(seed >> 32);
+                memcpy(&in[i], &b, sizeof b);
+            }
+        }
+        img_input_to_gray8(in, out);
+        for (size_t i = 0; i < IMG_N; i++) {
+            float x = in[i] > 0.0f ? in[i] : 0.0f;
+            x = x < 1.0f ? x : 1.0f;
+            uint8_t want = (uint8_t)(x * 255.0f + 0.5f);
+            if (out[i] != want)
+                ck_abort_msg("img_input_to_gray8(%a) = %u, want %u", (double)in[i], out[i], want);
+        }
+    }
 }
 END_TEST
 
