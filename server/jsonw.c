@@ -138,10 +138,21 @@ void jw_raw(jw *w, const char *text, size_t n) {
     w->comma = 1;
 }
 
+size_t jw_fmt_int(long long v, char buf[24]) {
+    char tmp[24], *p = tmp + sizeof tmp;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0) *--p = '-';
+    size_t n = (size_t)(tmp + sizeof tmp - p);
+    memcpy(buf, p, n);
+    return n;
+}
+
 void jw_int(jw *w, long long v) {
     char buf[24];
-    int n = snprintf(buf, sizeof buf, "%lld", v);
-    jw_raw(w, buf, (size_t)n);
+    jw_raw(w, buf, jw_fmt_int(v, buf));
 }
 
 void jw_float(jw *w, float v) {

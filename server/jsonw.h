@@ -50,5 +50,7 @@ void jw_commit(jw *w, size_t n);
 
 /* printf("%.9g", (double)v) for finite v, into buf; returns the length. */
 size_t jw_fmt_float(float v, char buf[32]);
+/* printf("%lld", v) into buf (no NUL); returns the length. */
+size_t jw_fmt_int(long long v, char buf[24]);
 
 #endif

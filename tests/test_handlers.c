@@ -1484,6 +1484,28 @@ START_TEST(test_png_data_url) {
 }
 END_TEST
 
+/* jw_fmt_int prints what printf("%lld") prints: the ends of the range,
+ * every power of ten and its neighbours, and pseudo-random values. */
+static void check_int(long long v) {
+    char fast[24], slow[32];
+    size_t n = jw_fmt_int(v, fast);
+    snprintf(slow, sizeof slow, "%lld", v);
+    ck_assert_msg(n == strlen(slow) && memcmp(fast, slow, n) == 0, "%s: jw_fmt_int gave \"%.*s\"", slow, (int)n, fast);
+}
+
+START_TEST(test_jw_int_matches_printf) {
+    static const long long ends[] = {0, 1, -1, 9, -9, LLONG_MAX, LLONG_MIN, LLONG_MIN + 1, LLONG_MAX - 1};
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) check_int(ends[i]);
+    for (long long p = 1; p <= LLONG_MAX / 10; p *= 10)
+        for (long long d = -1; d <= 1; d++) check_int(p * 10 + d), check_int(-(p * 10 + d));
+    unsigned long long x = 88172645463325252ull;
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        check_int((long long)x), check_int((long long)(x >> (i % 64)));
+    }
+}
+END_TEST
+
 START_TEST(test_jw_writer) {
     jw w;
     jw_init(&w, 0);
@@ -1609,6 +1631,7 @@ static Suite *handlers_suite(void) {
     tcase_add_test(tc, test_tfs);
     tcase_add_test(tc, test_torchserve);
     tcase_add_test(tc, test_jw_float_matches_printf);
+    tcase_add_test(tc, test_jw_int_matches_printf);
     tcase_add_test(tc, test_jw_writer);
     tcase_add_test(tc, test_png_data_url);
     suite_add_tcase(s, tc);
