@@ -35,9 +35,10 @@
  *
  * Oversized headers.  libmicrohttpd answers a request head that does not
  * fit its per-connection memory pool itself, with an HTML page.  The pool is
- * HTTP_CONN_MEMORY (2.5 times HTTP_MAX_HEADER_BYTES), so heads between the
- * cap and about 150 KiB reach on_request and get our JSON 431; only larger
- * heads still get the library's page.
+ * HTTP_CONN_MEMORY (64 KiB, four times HTTP_MAX_HEADER_BYTES), so heads
+ * between the 16 KiB cap and ~33 KiB of short header lines (~63 KiB in one
+ * header) reach on_request and get our JSON 431; only larger heads get the
+ * library's 431 page.
  *
  * Left out: TLS (terminate it in front), HTTP/2, per-client rate limits,
  * compression. */

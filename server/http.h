@@ -21,18 +21,23 @@
 #include "srv.h"
 
 /* Headers (names + values + the request target) larger than this are
- * answered 431 in JSON; libmicrohttpd's per-connection memory pool
+ * answered 431 in JSON (16 KiB: Node.js's default limit; nginx's default
+ * buffers allow 8 KiB a line); libmicrohttpd's per-connection memory pool
  * (HTTP_CONN_MEMORY) is sized so that such a request still reaches us. */
-#define HTTP_MAX_HEADER_BYTES ((size_t)64 * 1024)
+#define HTTP_MAX_HEADER_BYTES ((size_t)16 * 1024)
 /* Request targets longer than this are answered 414 in JSON. */
 #define HTTP_MAX_URI_BYTES ((size_t)8 * 1024)
 /* libmicrohttpd's per-connection memory pool.  A request head that does
- * not fit gets the library's own (HTML) error page, so it is 2.5 times
- * HTTP_MAX_HEADER_BYTES: a single header up to about 150 KiB, or about
- * 1,200 header lines of 70 bytes, still gets our JSON 431.  Not more:
- * libmicrohttpd 0.9.75 zeroes the whole pool after every request, and at
- * 320 KiB that memset was 12 % of the server's time per request. */
-#define HTTP_CONN_MEMORY ((size_t)160 * 1024)
+ * not fit gets the library's own 431 with an HTML body; at 64 KiB a single
+ * header of up to ~63 KiB, or ~480 header lines of 70 bytes (~33 KiB: each
+ * line also costs the library a parsed entry), still reaches us and gets our
+ * JSON 431.  Not more: libmicrohttpd 0.9.75 zeroes the whole pool, and
+ * half of it again, after every request, and every open connection keeps
+ * its pool.  Measured against 160 KiB (docs/BENCHMARKS.md section 3):
+ * peak RSS under 64 connections 28 against 35 MiB (33 → 27 MiB during the
+ * load, 64 → 39 MiB at 256 connections), and ~15 % less CPU per mlp2
+ * request at 64 connections, where the pools no longer fit the caches. */
+#define HTTP_CONN_MEMORY ((size_t)64 * 1024)
 
 typedef struct http_server http_server;
 

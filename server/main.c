@@ -286,11 +286,12 @@ int main(int argc, char **argv) {
     if (rc) return rc == 1 ? 0 : 2;
     setvbuf(stdout, NULL, _IOLBF, 0); /* one request log line at a time, even into a pipe */
 #ifdef M_MMAP_THRESHOLD
-    /* Blocks of 128 KiB and more (connection pools, decoded images) are
+    /* Blocks of 128 KiB and more (decoded images, request bodies) are
      * mapped and unmapped, always: glibc would otherwise raise the threshold
      * after the first large free (a 16-megapixel decode raises it to 32 MiB)
-     * and carve later pools out of whichever thread's heap asked, where they
-     * fragment and VmRSS steps up as the work moves between threads. */
+     * and carve later ones out of whichever thread's heap asked, where they
+     * fragment and VmRSS steps up as the work moves between threads.
+     * (libmicrohttpd maps its connection pools, over 32 KiB, itself.) */
     if (mallopt(M_MMAP_THRESHOLD, 128 * 1024) != 1)
         fprintf(stderr, "fmnist-serve: mallopt(M_MMAP_THRESHOLD) refused; memory use may creep\n");
 #endif

@@ -22,7 +22,8 @@ for the image, and each is warmed up for 3 s per request kind (not measured).  E
 Each case also reports the server's own CPU time per request (user +
 system, all its threads and processes, from /proc), which moves less than
 requests/s when the machine is shared.  RSS is read from /proc after the
-runs.  wrk shares the two cores with the server; every case is measured
+runs, and the peak (VmHWM), which counts the connections' buffers under
+the heaviest load.  wrk shares the two cores with the server; every case is measured
 with each --wrk-threads setting (1: the load generator takes the least of
 the machine; 2: one per core, wrk's usual advice for a machine of its own).
 Prints Markdown tables for docs/BENCHMARKS.md.
@@ -94,12 +95,13 @@ def post(url, body, ctype):
         return json.loads(r.read())
 
 
-def rss_kib(pids):
+def rss_kib(pids, field="VmRSS"):
+    """Sum of a /proc status field over pids: VmRSS now, or VmHWM (the peak)."""
     total = 0
     for pid in pids:
         try:
             with open("/proc/%d/status" % pid) as f:
-                total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+                total += int(re.search(field + r":\s+(\d+)", f.read()).group(1))
         except (OSError, AttributeError):
             pass
     return total
@@ -257,10 +259,11 @@ def main():
                                      "; ".join(x[4] for x in rs if x[4]), statistics.median(x[5] for x in rs),
                                      min(x[0] for x in rs), max(x[0] for x in rs), [x[0] for x in rs]))
             for k, (proc, pbase) in peers.items():
-                rss.append((m, PEERS[k][0], rss_kib([proc.pid] + children(proc.pid))))
+                pids = [proc.pid] + children(proc.pid)
+                rss.append((m, PEERS[k][0], rss_kib(pids), rss_kib(pids, "VmHWM")))
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
-        our_rss = rss_kib([srv.pid])
+        our_rss, our_peak = rss_kib([srv.pid]), rss_kib([srv.pid], "VmHWM")
     finally:
         for p in live:
             if p.poll() is None:
@@ -277,9 +280,10 @@ def main():
         print("| %s | %s | %d | %d | %.0f | %.0f–%.0f | %.2f | %.2f | %d | %s | %.0f |"
               % (r[0], r[1], r[2], r[3], r[4], r[10], r[11], r[5], r[6], r[7], r[8], r[9]))
     print()
-    for m, who, kib in rss:
-        print("- %s, %s: RSS %.1f MiB" % (m, who, kib / 1024))
-    print("- fmnist-serve RSS with %d models loaded, after every run: %.1f MiB" % (len(models), our_rss / 1024))
+    for m, who, kib, peak in rss:
+        print("- %s, %s: RSS %.1f MiB after its runs, peak %.1f MiB" % (m, who, kib / 1024, peak / 1024))
+    print("- fmnist-serve with %d models loaded: RSS %.1f MiB after every run; peak (VmHWM, the %d-connection "
+          "loads included) %.1f MiB" % (len(models), our_rss / 1024, max(conns), our_peak / 1024))
     print()
     print("fmnist-serve's requests/s over the peer's: the ratio of the medians (the ratio in each round):")
     print()

@@ -13,7 +13,7 @@ Usage: test_bad_inputs.py [PATH/TO/fmnist-serve]   (or FMNIST_SERVE=...)
    2xx), valid UTF-8, in under 10 s; after each class a normal image is
    classified with the same answer as at the start.  Cases that
    libmicrohttpd answers before any of our code runs (malformed request
-   syntax, a head over its 160 KiB pool) are checked for the status only.
+   syntax, a head over its 64 KiB pool) are checked for the status only.
 2. The corpus is run HARDENING_PASSES (6) times; VmRSS after the third
    pass (warm-up: RSS grows over the first two passes, as each worker
    thread's malloc arena reaches its working set, then stays flat) and
