@@ -420,14 +420,16 @@ static enum MHD_Result on_headers(http_server *s, struct MHD_Connection *c, http
     size_t uri_len = strlen(r->uri);
     if (uri_len > HTTP_MAX_URI_BYTES) {
         char msg[96];
-        snprintf(msg, sizeof msg, "request target longer than %zu bytes", HTTP_MAX_URI_BYTES);
+        snprintf(msg, sizeof msg, "request target longer than %zu bytes: shorten the path and query",
+                 HTTP_MAX_URI_BYTES);
         return queue_error(s, c, r, 414, msg);
     }
     size_t head = uri_len;
     MHD_get_connection_values(c, MHD_HEADER_KIND, add_header_len, &head);
     if (head > HTTP_MAX_HEADER_BYTES) {
         char msg[96];
-        snprintf(msg, sizeof msg, "request headers larger than %zu bytes", HTTP_MAX_HEADER_BYTES);
+        snprintf(msg, sizeof msg, "request headers larger than %zu bytes in all: send fewer or shorter headers",
+                 HTTP_MAX_HEADER_BYTES);
         return queue_error(s, c, r, 431, msg);
     }
     int present;
