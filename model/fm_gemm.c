@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "fm_common.h" /* FM_CLONES */
+#include "fm_simd.h"
 
 enum { MR = FM_GEMM_MR, NR = FM_GEMM_NR, MC = FM_GEMM_MC, KC = FM_GEMM_KC, NC = FM_GEMM_NC };
 
@@ -75,13 +76,7 @@ static void pack_b(int t, const float *B, size_t ldb, size_t k0, size_t kc, size
 }
 
 /* c[0..mr, 0..nr) (+)= sum_k a[k][r] * b[k][c]; the MR x NR accumulator
- * block lives in 12 eight-wide vector registers (GCC/clang vector
- * extensions: AVX2 in the x86-64-v3 clone, pairs of SSE registers otherwise). */
-typedef float v8f __attribute__((vector_size(32)));
-
-/* a macro, not a function: returning a vector by value changes the ABI warning-worthily */
-#define LOAD8(v, p) memcpy(&(v), (p), sizeof(v8f))
-
+ * block lives in 12 eight-wide vector registers (v8f, fm_simd.h). */
 FM_CLONES
 static void kernel(size_t kc, const float *restrict a, const float *restrict b, float *restrict c,
                    size_t ldc, size_t mr, size_t nr, int overwrite) {

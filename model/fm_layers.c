@@ -10,6 +10,7 @@
 
 #include "fm_common.h" /* FM_CLONES */
 #include "fm_gemm.h"
+#include "fm_simd.h"
 
 void fm_linear_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N,
                        size_t I, size_t O, float *gemm) {
@@ -152,8 +153,6 @@ typedef struct patch_src {
     size_t C, H, W, K, OH, OW;
 } patch_src;
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
 enum { MAX_RUNS = 4 };
 
 /* Offset of patch row k, k = (c, kh, kw), from a column's base offset. */
@@ -198,6 +197,21 @@ static inline void patch_row_step(const patch_src *p, const float **xk, size_t *
     }
 }
 
+/* Rows k0 .. k0+kc-1 of `width` columns at input offsets base[] into out,
+ * width floats a row, element by element; columns from `used` on are
+ * padding, zeroed.  (width is a constant at each call site.) */
+static inline __attribute__((always_inline)) void gather_elements(const patch_src *p, size_t k0, size_t kc,
+                                                                   const size_t *base, size_t used, size_t width,
+                                                                   float *out) {
+    size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
+    const float *xk = p->x + patch_row_offset(p, k0);
+    for (size_t k = 0; k < kc; k++, out += width) {
+        for (size_t c = 0; c < width; c++) out[c] = xk[base[c]];
+        for (size_t c = used; c < width; c++) out[c] = 0.0f;
+        patch_row_step(p, &xk, &kh, &kw);
+    }
+}
+
 /* Rows k0 .. k0+kc-1 of one strip from R runs per half (R a constant at
  * each call site, so the loop over runs unrolls). */
 static inline __attribute__((always_inline)) void gather_runs(const patch_src *p, size_t k0, size_t kc,
@@ -209,7 +223,7 @@ static inline __attribute__((always_inline)) void gather_runs(const patch_src *p
             v8i acc = {0, 0, 0, 0, 0, 0, 0, 0};
             for (size_t r = 0; r < R; r++) {
                 v8f v;
-                memcpy(&v, xk + d[h][r], sizeof v);
+                LOAD8(v, xk + d[h][r]);
                 acc |= (v8i)v & lanes[h][r];
             }
             memcpy(out + h * 8, &acc, sizeof acc);
@@ -275,14 +289,7 @@ static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_
             }
             continue;
         }
-        size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
-        const float *xk = p->x + first;
-        float *out = bp;
-        for (size_t k = 0; k < kc; k++, out += FM_GEMM_NR) {
-            for (size_t c = 0; c < FM_GEMM_NR; c++) out[c] = xk[base[c]];
-            for (size_t c = nr; c < FM_GEMM_NR; c++) out[c] = 0.0f;
-            patch_row_step(p, &xk, &kh, &kw);
-        }
+        gather_elements(p, k0, kc, base, nr, FM_GEMM_NR, bp);
     }
 }
 
@@ -296,13 +303,8 @@ static void pack_patch_rows(const void *ctx, size_t i0, size_t mc, size_t k0, si
         size_t mr = mc - s < FM_GEMM_MR ? mc - s : FM_GEMM_MR;
         size_t base[FM_GEMM_MR];
         patch_bases(p, &at, mr, FM_GEMM_MR, base);
-        size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
-        const float *xk = p->x + patch_row_offset(p, k0);
-        for (size_t k = 0; k < kc; k++, ap += FM_GEMM_MR) {
-            for (size_t r = 0; r < FM_GEMM_MR; r++) ap[r] = xk[base[r]];
-            for (size_t r = mr; r < FM_GEMM_MR; r++) ap[r] = 0.0f;
-            patch_row_step(p, &xk, &kh, &kw);
-        }
+        gather_elements(p, k0, kc, base, mr, FM_GEMM_MR, ap);
+        ap += kc * FM_GEMM_MR;
     }
 }
 

@@ -180,7 +180,7 @@ cJSON *api_float(float v) {
 
 cJSON *api_int(long long v) {
     char buf[24];
-    snprintf(buf, sizeof buf, "%lld", v);
+    buf[jw_fmt_int(v, buf)] = '\0'; /* at most 20 characters */
     return cJSON_CreateRaw(buf);
 }
 

@@ -95,16 +95,18 @@ def post(url, body, ctype):
         return json.loads(r.read())
 
 
-def rss_kib(pids, field="VmRSS"):
-    """Sum of a /proc status field over pids: VmRSS now, or VmHWM (the peak)."""
-    total = 0
+def rss_kib(pids):
+    """(VmRSS now, VmHWM: the peak) summed over pids, in KiB."""
+    now = peak = 0
     for pid in pids:
         try:
             with open("/proc/%d/status" % pid) as f:
-                total += int(re.search(field + r":\s+(\d+)", f.read()).group(1))
+                st = f.read()
+            now += int(re.search(r"VmRSS:\s+(\d+)", st).group(1))
+            peak += int(re.search(r"VmHWM:\s+(\d+)", st).group(1))
         except (OSError, AttributeError):
             pass
-    return total
+    return now, peak
 
 
 def children(pid):
@@ -259,11 +261,10 @@ def main():
                                      "; ".join(x[4] for x in rs if x[4]), statistics.median(x[5] for x in rs),
                                      min(x[0] for x in rs), max(x[0] for x in rs), [x[0] for x in rs]))
             for k, (proc, pbase) in peers.items():
-                pids = [proc.pid] + children(proc.pid)
-                rss.append((m, PEERS[k][0], rss_kib(pids), rss_kib(pids, "VmHWM")))
+                rss.append((m, PEERS[k][0]) + rss_kib([proc.pid] + children(proc.pid)))
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=30)
-        our_rss, our_peak = rss_kib([srv.pid]), rss_kib([srv.pid], "VmHWM")
+        our_rss, our_peak = rss_kib([srv.pid])
     finally:
         for p in live:
             if p.poll() is None:
