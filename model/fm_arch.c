@@ -1,6 +1,9 @@
-/* fm_arch.c - parse, check, describe and initialise sequential
- * architectures.  The study's five networks are themselves written as JSON
- * descriptions below, so no model is hard-coded in C. */
+/* fm_arch.c - parse, check, describe and initialise architectures.  What
+ * is particular to a layer type (its fields, shapes, tensors) is asked of
+ * its row in fm_ops.c; this file does what is common: the JSON object of a
+ * layer and its input references, the graph's checks, offsets, the summary.
+ * The study's five networks and the modern ones beside them are themselves
+ * JSON descriptions, so no model is hard-coded in C. */
 #include "fm_arch.h"
 
 #include <cjson/cJSON.h>
@@ -9,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_ops.h"
 #include "fm_rng.h"
+
+/* ---- named architectures ----------------------------------------------------------- */
 
 #define MLP_HIDDEN "{\"type\":\"linear\",\"out\":256},{\"type\":\"relu\"},{\"type\":\"dropout\",\"p\":0.2}"
 #define CONV(o) "{\"type\":\"conv2d\",\"out\":" #o ",\"kernel\":3,\"padding\":\"valid\"},{\"type\":\"relu\"}"
@@ -19,10 +25,12 @@
     "[" CONV(32) "," POOL "," DROP "," CONV(64) "," POOL "," DROP "," CONV(128) "," DROP \
     ",{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":128},{\"type\":\"relu\"}," DROP \
     ",{\"type\":\"linear\",\"out\":10}]"
+/* conv 3x3 'same' without bias, batch norm, relu: the unit of the modern networks */
+#define CBR(o) "{\"type\":\"conv2d\",\"out\":" #o ",\"kernel\":3,\"padding\":\"same\",\"bias\":false},{\"type\":\"batchnorm2d\"},{\"type\":\"relu\"}"
 
 static const struct {
     const char *name, *json;
-} named[] = {
+} study[] = {
     {"mlp2", "{\"name\":\"mlp2\",\"input\":[1,28,28],\"layers\":[{\"type\":\"flatten\"}," MLP_HIDDEN
              "," MLP_HIDDEN ",{\"type\":\"linear\",\"out\":10}]}"},
     {"mlp3", "{\"name\":\"mlp3\",\"input\":[1,28,28],\"layers\":[{\"type\":\"flatten\"}," MLP_HIDDEN
@@ -32,34 +40,156 @@ static const struct {
                      "{\"type\":\"relu\"},{\"type\":\"linear\",\"out\":10}]}"},
     {"cnn2", "{\"name\":\"cnn2\",\"input\":[1,28,28],\"layers\":" CNN_DROP "}"},
     {"cnn3", "{\"name\":\"cnn3\",\"input\":[1,28,28],\"layers\":" CNN_DROP "}"},
+    /* VGG-style with batch norm: two conv-bn-relu per stage, 2x2 max-pool, global average pool */
+    {"vgg-bn", "{\"name\":\"vgg-bn\",\"input\":[1,28,28],\"layers\":[" CBR(32) "," CBR(32) "," POOL "," CBR(64) "," CBR(
+                   64) "," POOL "," CBR(128) "," CBR(128) ",{\"type\":\"global_avgpool\"},{\"type\":\"linear\",\"out\":10}]}"},
 };
 
-const char *const fm_arch_names[] = {"mlp2", "mlp3", "cnn1", "cnn2", "cnn3", NULL};
+/* ResNets for 28x28 (He et al. 2016's CIFAR family): a 3x3 stem, three
+ * stages of `blocks` basic blocks at widths w, 2w, 4w (stride 2 into the
+ * second and third, a 1x1 conv + batch norm projection where the shape
+ * changes), global average pooling, linear.  resnet8: 1 block a stage,
+ * resnet20: 3. */
+static const struct {
+    const char *name;
+    int width, blocks;
+} resnets[] = {{"resnet8", 16, 1}, {"resnet20", 16, 3}, {"resnet20-w32", 32, 3}};
 
-static const char *const type_names[] = {"linear", "conv2d", "maxpool2d", "relu", "dropout", "flatten"};
-static const char *const type_display[] = {"Linear", "Conv2d", "MaxPool2d", "ReLU", "Dropout", "Flatten"};
+const char *const fm_arch_names[] = {"mlp2",    "mlp3",     "cnn1",         "cnn2", "cnn3",
+                                     "vgg-bn",  "resnet8",  "resnet20",     "resnet20-w32", NULL};
 
-const char *fm_ltype_name(fm_ltype t) { return type_names[t]; }
-const char *fm_ltype_display(fm_ltype t) { return type_display[t]; }
-
-int fm_arch_named(fm_arch *a, const char *name, fm_error *err) {
-    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
-        if (strcmp(name, named[i].name) == 0) return fm_arch_from_json(a, named[i].json, err);
-    return fm_seterr(err, "unknown model '%s' (known: mlp2, mlp3, cnn1, cnn2, cnn3, or a path to an architecture .json file)", name);
+/* Writes a ResNet's JSON into buf; returns its length (>= n: too small). */
+static size_t resnet_json(char *buf, size_t n, const char *name, int width, int blocks) {
+    size_t o = 0;
+#define PUT(...) o += (size_t)snprintf(buf + (o < n ? o : n), o < n ? n - o : 0, __VA_ARGS__)
+    PUT("{\"name\":\"%s\",\"input\":[1,28,28],\"layers\":[", name);
+    PUT("{\"type\":\"conv2d\",\"out\":%d,\"kernel\":3,\"padding\":\"same\",\"bias\":false},"
+        "{\"type\":\"batchnorm2d\"},{\"type\":\"relu\",\"name\":\"b0\"}", width);
+    int b = 0;
+    for (int stage = 0; stage < 3; stage++)
+        for (int k = 0; k < blocks; k++, b++) {
+            int w = width << stage, stride = stage > 0 && k == 0 ? 2 : 1;
+            PUT(",{\"type\":\"conv2d\",\"out\":%d,\"kernel\":3,\"stride\":%d,\"padding\":\"same\",\"bias\":false},"
+                "{\"type\":\"batchnorm2d\"},{\"type\":\"relu\"},"
+                "{\"type\":\"conv2d\",\"out\":%d,\"kernel\":3,\"padding\":\"same\",\"bias\":false},"
+                "{\"type\":\"batchnorm2d\"},{\"type\":\"add\",\"inputs\":[-1,\"b%d\"]},"
+                "{\"type\":\"relu\",\"name\":\"b%d\"}", w, stride, w, b, b + 1);
+        }
+    PUT(",{\"type\":\"global_avgpool\"},{\"type\":\"linear\",\"out\":10}]}");
+#undef PUT
+    return o;
 }
 
-/* Reads an integer member in [lo, hi]; absent -> def (or error when def < lo). */
-static int get_int(const cJSON *o, const char *key, int def, int lo, int hi, int *out, int li, fm_error *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v) {
-        if (def < lo) return fm_seterr(err, "layer %d: missing \"%s\"", li, key);
-        *out = def;
+int fm_arch_named(fm_arch *a, const char *name, fm_error *err) {
+    for (size_t i = 0; i < sizeof study / sizeof study[0]; i++)
+        if (strcmp(name, study[i].name) == 0) return fm_arch_from_json(a, study[i].json, err);
+    for (size_t i = 0; i < sizeof resnets / sizeof resnets[0]; i++)
+        if (strcmp(name, resnets[i].name) == 0) {
+            char buf[16384];
+            if (resnet_json(buf, sizeof buf, name, resnets[i].width, resnets[i].blocks) >= sizeof buf)
+                return fm_seterr(err, "%s: description too long", name);
+            return fm_arch_from_json(a, buf, err);
+        }
+    char known[256];
+    size_t o = 0;
+    for (int i = 0; fm_arch_names[i] && o < sizeof known; i++)
+        o += (size_t)snprintf(known + o, sizeof known - o, "%s%s", i ? ", " : "", fm_arch_names[i]);
+    return fm_seterr(err, "unknown model '%s' (known: %s, or a path to an architecture .json file)", name, known);
+}
+
+const char *fm_ltype_name(fm_ltype t) { return fm_op_of(t)->name; }
+const char *fm_ltype_display(fm_ltype t) { return fm_op_of(t)->torch; }
+
+/* ---- parsing ----------------------------------------------------------------------- */
+
+/* Layer li's input reference r: an index (earlier layers), a negative
+ * offset back from li, a layer name, or "input". */
+static int resolve_ref(const fm_arch *a, int li, const cJSON *r, int *out, fm_error *err) {
+    if (cJSON_IsNumber(r)) {
+        double d = r->valuedouble;
+        if (d != floor(d) || fabs(d) > FM_MAX_LAYERS)
+            return fm_seterr(err, "layer %d: input reference %g is not a layer index", li, d);
+        if (d >= li)
+            return fm_seterr(err, "layer %d: input %d refers forward (a layer may only read earlier layers)", li, (int)d);
+        int idx = d >= 0 ? (int)d : li + (int)d; /* -1: the layer before; before layer 0, the input */
+        if (idx < FM_INPUT)
+            return fm_seterr(err, "layer %d: input %d refers to nothing (there are %d layers before it)", li, (int)d, li);
+        *out = idx;
         return 0;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
-        v->valuedouble > hi)
-        return fm_seterr(err, "layer %d: \"%s\" must be an integer in [%d, %d]", li, key, lo, hi);
-    *out = (int)v->valuedouble;
+    if (cJSON_IsString(r)) {
+        if (strcmp(r->valuestring, "input") == 0) {
+            *out = FM_INPUT;
+            return 0;
+        }
+        for (int k = 0; k < li; k++)
+            if (strcmp(a->layers[k].name, r->valuestring) == 0) {
+                *out = k;
+                return 0;
+            }
+        for (int k = li; k < a->n_layers; k++)
+            if (strcmp(a->layers[k].name, r->valuestring) == 0)
+                return fm_seterr(err, "layer %d: input \"%.32s\" refers forward (layer %d; a layer may only read earlier layers)",
+                                 li, r->valuestring, k);
+        return fm_seterr(err, "layer %d: input \"%.32s\" names no earlier layer", li, r->valuestring);
+    }
+    return fm_seterr(err, "layer %d: an input reference must be a layer index, a layer name or \"input\"", li);
+}
+
+/* Field names every layer takes, besides its row's keys. */
+static int common_key(const char *k) {
+    return strcmp(k, "type") == 0 || strcmp(k, "name") == 0 || strcmp(k, "inputs") == 0;
+}
+
+static int parse_layer(fm_arch *a, int li, const cJSON *l, fm_error *err) {
+    fm_layer *L = &a->layers[li];
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(l, "type");
+    if (!cJSON_IsObject(l) || !cJSON_IsString(type))
+        return fm_seterr(err, "layer %d: must be an object with a \"type\" string", li);
+    int t = fm_op_find(type->valuestring);
+    if (t < 0) {
+        char names[256];
+        fm_op_names(names, sizeof names);
+        return fm_seterr(err, "layer %d: unknown type \"%.40s\" (%s)", li, type->valuestring, names);
+    }
+    const fm_op *op = fm_op_of((fm_ltype)t);
+    L->type = (fm_ltype)t;
+    L->bias = 1, L->stride = 1, L->momentum = 0.1f, L->eps = 1e-5f;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, l) {
+        int known = common_key(m->string);
+        for (const char *const *k = op->keys; k && *k && !known; k++) known = strcmp(m->string, *k) == 0;
+        if (!known) return fm_seterr(err, "layer %d (%s): unknown field \"%.32s\"", li, op->name, m->string);
+    }
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(l, "name");
+    L->name[0] = '\0';
+    if (name) {
+        if (!cJSON_IsString(name) || !name->valuestring[0] || strlen(name->valuestring) >= sizeof L->name ||
+            strcmp(name->valuestring, "input") == 0)
+            return fm_seterr(err, "layer %d: \"name\" must be a non-empty string of at most %zu bytes, not \"input\"", li,
+                             sizeof L->name - 1);
+        for (int k = 0; k < li; k++)
+            if (strcmp(a->layers[k].name, name->valuestring) == 0)
+                return fm_seterr(err, "layer %d: name \"%s\" is already layer %d's", li, name->valuestring, k);
+        strcpy(L->name, name->valuestring);
+    }
+    const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(l, "inputs");
+    if (inputs) {
+        if (!cJSON_IsArray(inputs) || cJSON_GetArraySize(inputs) != op->n_in)
+            return fm_seterr(err, "layer %d (%s): \"inputs\" must be an array of %d reference%s", li, op->name, op->n_in,
+                             op->n_in == 1 ? "" : "s");
+        int k = 0;
+        const cJSON *r;
+        cJSON_ArrayForEach(r, inputs) if (resolve_ref(a, li, r, &L->in[k++], err)) return -1;
+    } else if (op->n_in != 1) {
+        return fm_seterr(err, "layer %d (%s): needs \"inputs\": an array of %d references", li, op->name, op->n_in);
+    } else {
+        L->in[0] = li - 1; /* the layer before (FM_INPUT for the first) */
+    }
+    L->n_in = op->n_in;
+    char why[200] = "";
+    if (op->parse && op->parse(L, l, why, sizeof why))
+        return fm_seterr(err, "layer %d (%s): %s", li, op->name, why);
     return 0;
 }
 
@@ -110,54 +240,22 @@ int fm_arch_from_json(fm_arch *a, const char *json, fm_error *err) {
         fm_seterr(err, "architecture has %d layers, at most %d are supported", cJSON_GetArraySize(layers), FM_MAX_LAYERS);
         goto done;
     }
-    int li = 0;
-    const cJSON *l;
-    cJSON_ArrayForEach(l, layers) {
-        fm_layer *L = &a->layers[li];
-        const cJSON *type = cJSON_GetObjectItemCaseSensitive(l, "type");
-        if (!cJSON_IsObject(l) || !cJSON_IsString(type)) {
-            fm_seterr(err, "layer %d: must be an object with a \"type\" string", li);
-            goto done;
+    a->n_layers = cJSON_GetArraySize(layers);
+    { /* names first, so that a reference forward can say where it points */
+        int li = 0;
+        const cJSON *l;
+        cJSON_ArrayForEach(l, layers) {
+            const cJSON *nm = cJSON_IsObject(l) ? cJSON_GetObjectItemCaseSensitive(l, "name") : NULL;
+            if (cJSON_IsString(nm) && strlen(nm->valuestring) < sizeof a->layers[li].name)
+                strcpy(a->layers[li].name, nm->valuestring);
+            li++;
         }
-        int t = -1;
-        for (int k = 0; k < 6; k++)
-            if (strcmp(type->valuestring, type_names[k]) == 0) t = k;
-        if (t < 0) {
-            fm_seterr(err, "layer %d: unknown type \"%.40s\" (linear, conv2d, maxpool2d, relu, dropout, flatten)", li, type->valuestring);
-            goto done;
+        li = 0;
+        cJSON_ArrayForEach(l, layers) {
+            if (parse_layer(a, li, l, err)) goto done;
+            li++;
         }
-        L->type = (fm_ltype)t;
-        if (L->type == FM_LINEAR || L->type == FM_CONV2D) {
-            if (get_int(l, "out", -1, 1, 65536, &L->units, li, err)) goto done;
-        }
-        if (L->type == FM_CONV2D) {
-            if (get_int(l, "kernel", 3, 1, 31, &L->kernel, li, err)) goto done;
-            const cJSON *pad = cJSON_GetObjectItemCaseSensitive(l, "padding");
-            if (pad && !(cJSON_IsString(pad) && (strcmp(pad->valuestring, "valid") == 0 ||
-                                                  strcmp(pad->valuestring, "same") == 0))) {
-                fm_seterr(err, "layer %d: \"padding\" must be \"valid\" or \"same\"", li);
-                goto done;
-            }
-            L->same = pad && strcmp(pad->valuestring, "same") == 0;
-            if (L->same && L->kernel % 2 == 0) {
-                fm_seterr(err, "layer %d: \"same\" padding needs an odd kernel", li);
-                goto done;
-            }
-        }
-        if (L->type == FM_MAXPOOL2D) {
-            if (get_int(l, "kernel", 2, 1, 15, &L->kernel, li, err)) goto done; /* arg-max is a uint8_t */
-        }
-        if (L->type == FM_DROPOUT) {
-            const cJSON *p = cJSON_GetObjectItemCaseSensitive(l, "p");
-            if (!cJSON_IsNumber(p) || !(p->valuedouble >= 0.0 && p->valuedouble < 1.0)) {
-                fm_seterr(err, "layer %d: dropout needs \"p\" in [0, 1)", li);
-                goto done;
-            }
-            L->rate = (float)p->valuedouble;
-        }
-        li++;
     }
-    a->n_layers = li;
     rc = fm_arch_finalize(a, err);
 done:
     cJSON_Delete(root);
@@ -187,63 +285,153 @@ int fm_arch_from_file(fm_arch *a, const char *path, fm_error *err) {
     return rc;
 }
 
+/* ---- the graph: shapes, tensors, offsets ----------------------------------------- */
+
 int fm_arch_finalize(fm_arch *a, fm_error *err) {
-    int c = a->in_c, h = a->in_h, w = a->in_w, flat = 0;
-    size_t off = 0, max_size = (size_t)c * h * w;
     if (a->n_layers < 1 || a->n_layers > FM_MAX_LAYERS) return fm_seterr(err, "architecture has no layers");
+    int flat[FM_MAX_LAYERS];
+    int in_flat = a->in_h == 1 && a->in_w == 1;
+    size_t off = 0, trainable = 0, max_size = (size_t)a->in_c * a->in_h * a->in_w;
+    a->graph = 0;
+    for (int i = 0; i < a->n_layers; i++) a->layers[i].n_consumers = 0;
     for (int i = 0; i < a->n_layers; i++) {
         fm_layer *L = &a->layers[i];
-        L->in_c = c, L->in_h = h, L->in_w = w;
-        L->n_w = L->n_b = 0;
-        L->w_off = L->b_off = off;
-        switch (L->type) {
-        case FM_LINEAR:
-            if (h != 1 || w != 1)
-                return fm_seterr(err, "layer %d: linear needs a flat input; add a flatten layer before it", i);
-            L->n_w = (size_t)L->units * (size_t)c;
-            L->n_b = (size_t)L->units;
-            c = L->units;
-            break;
-        case FM_CONV2D: {
-            if (flat) return fm_seterr(err, "layer %d: conv2d needs an image input, not a flat vector", i);
-            int p = L->same ? L->kernel / 2 : 0;
-            int oh = h + 2 * p - L->kernel + 1, ow = w + 2 * p - L->kernel + 1;
-            if (oh < 1 || ow < 1)
-                return fm_seterr(err, "layer %d: %dx%d kernel does not fit a %dx%d input", i, L->kernel, L->kernel, h, w);
-            L->n_w = (size_t)L->units * (size_t)c * (size_t)L->kernel * (size_t)L->kernel;
-            L->n_b = (size_t)L->units;
-            c = L->units, h = oh, w = ow;
-            break;
+        if ((unsigned)L->type >= FM_N_LTYPES) return fm_seterr(err, "layer %d: unknown type", i);
+        const fm_op *op = fm_op_of(L->type);
+        if (L->n_in != op->n_in) return fm_seterr(err, "layer %d (%s): takes %d inputs, has %d", i, op->name, op->n_in, L->n_in);
+        int shapes[FM_MAX_INPUTS][3], fl = 0;
+        for (int k = 0; k < L->n_in; k++) {
+            int src = L->in[k];
+            if (src < FM_INPUT || src >= i)
+                return fm_seterr(err, "layer %d (%s): input %d refers %s", i, op->name, src,
+                                 src >= i ? "forward or to itself (the graph must be acyclic, in order)" : "to nothing");
+            if (src == FM_INPUT) {
+                shapes[k][0] = a->in_c, shapes[k][1] = a->in_h, shapes[k][2] = a->in_w;
+                if (k == 0) fl = in_flat;
+            } else {
+                const fm_layer *S = &a->layers[src];
+                shapes[k][0] = S->out_c, shapes[k][1] = S->out_h, shapes[k][2] = S->out_w;
+                if (k == 0) fl = flat[src];
+                a->layers[src].n_consumers++;
+            }
         }
-        case FM_MAXPOOL2D:
-            if (flat) return fm_seterr(err, "layer %d: maxpool2d needs an image input", i);
-            if (h / L->kernel < 1 || w / L->kernel < 1)
-                return fm_seterr(err, "layer %d: %dx%d pooling does not fit a %dx%d input", i, L->kernel, L->kernel, h, w);
-            h /= L->kernel, w /= L->kernel;
-            break;
-        case FM_FLATTEN:
-            c = c * h * w, h = w = 1, flat = 1;
-            break;
-        case FM_RELU:
-        case FM_DROPOUT:
-            break;
-        }
-        L->b_off = off + L->n_w;
-        off += L->n_w + L->n_b;
-        L->out_c = c, L->out_h = h, L->out_w = w;
+        if (L->n_in != 1 || L->in[0] != i - 1) a->graph = 1;
+        L->in_c = shapes[0][0], L->in_h = shapes[0][1], L->in_w = shapes[0][2];
+        if (L->n_in > 1)
+            L->in2_c = shapes[1][0], L->in2_h = shapes[1][1], L->in2_w = shapes[1][2];
+        else
+            L->in2_c = L->in2_h = L->in2_w = 0;
+        char why[200] = "";
+        if (op->shape(L, shapes[L->n_in > 1 ? 1 : 0], fl, &flat[i], why, sizeof why))
+            return fm_seterr(err, "layer %d (%s): %s", i, op->name, why);
         L->in_size = (size_t)L->in_c * L->in_h * L->in_w;
-        L->out_size = (size_t)c * h * w;
+        L->out_size = (size_t)L->out_c * L->out_h * L->out_w;
+        if (L->out_size > ((size_t)1 << 24)) return fm_seterr(err, "layer %d (%s): activation too large", i, op->name);
         if (L->out_size > max_size) max_size = L->out_size;
+        L->alias_eval = op->alias_eval;
+        L->in_place = op->in_place;
+        /* tensors: contiguous per layer, in the row's order */
+        fm_tensor t[FM_MAX_TENSORS];
+        int nt = op->tensors ? op->tensors(L, t) : 0;
+        L->p_off = off;
+        L->n_p = 0;
+        L->w_off = L->b_off = off;
+        L->n_w = L->n_b = 0;
+        for (int k = 0; k < nt; k++) {
+            if (strcmp(t[k].name, "weight") == 0) L->w_off = off + t[k].off, L->n_w = t[k].count;
+            if (strcmp(t[k].name, "bias") == 0) L->b_off = off + t[k].off, L->n_b = t[k].count;
+            if (t[k].flags & FM_T_TRAIN) trainable += t[k].count;
+            L->n_p += t[k].count;
+        }
+        if (L->n_b == 0) L->b_off = off + L->n_w;
+        off += L->n_p;
         if (off > ((size_t)1 << 28)) return fm_seterr(err, "layer %d: more than 2^28 parameters", i);
-        if (L->out_size > ((size_t)1 << 24)) return fm_seterr(err, "layer %d: activation too large", i);
     }
-    if (!(h == 1 && w == 1 && c == FM_N_CLASSES))
-        return fm_seterr(err, "the last layer must output %d class scores (a flat vector), not %dx%dx%d",
-                         FM_N_CLASSES, c, h, w);
-    a->flat = flat;
+    for (int i = 0; i + 1 < a->n_layers; i++)
+        if (a->layers[i].n_consumers == 0)
+            return fm_seterr(err, "layer %d (%s): its output is never used (every layer but the last must feed a later one)",
+                             i, fm_ltype_name(a->layers[i].type));
+    const fm_layer *last = &a->layers[a->n_layers - 1];
+    if (!(flat[a->n_layers - 1] && last->out_c == FM_N_CLASSES))
+        return fm_seterr(err, "the last layer must output %d class scores (a flat vector), not %dx%dx%d", FM_N_CLASSES,
+                         last->out_c, last->out_h, last->out_w);
+    a->flat = 1;
     a->n_params = off;
+    a->n_trainable = trainable;
     a->max_size = max_size;
     return 0;
+}
+
+int fm_layer_tensors(const fm_arch *a, int i, fm_tensor *t) {
+    const fm_layer *L = &a->layers[i];
+    const fm_op *op = fm_op_of(L->type);
+    int nt = op->tensors ? op->tensors(L, t) : 0;
+    for (int k = 0; k < nt; k++) {
+        char full[sizeof t[k].name];
+        snprintf(full, sizeof full, "%d.%s", i, t[k].name);
+        memcpy(t[k].name, full, sizeof full);
+        t[k].off += L->p_off;
+    }
+    return nt;
+}
+
+int fm_arch_n_tensors(const fm_arch *a) {
+    int n = 0;
+    fm_tensor t[FM_MAX_TENSORS];
+    for (int i = 0; i < a->n_layers; i++) n += fm_layer_tensors(a, i, t);
+    return n;
+}
+
+int fm_arch_tensors(const fm_arch *a, fm_tensor *t) {
+    int n = 0;
+    for (int i = 0; i < a->n_layers; i++) n += fm_layer_tensors(a, i, t + n);
+    return n;
+}
+
+void fm_arch_param_flags(const fm_arch *a, uint8_t *flags) {
+    fm_tensor t[FM_MAX_TENSORS];
+    for (int i = 0; i < a->n_layers; i++) {
+        int nt = fm_layer_tensors(a, i, t);
+        for (int k = 0; k < nt; k++) memset(flags + t[k].off, (int)t[k].flags, t[k].count);
+    }
+}
+
+int fm_arch_differs(const fm_arch *f, const fm_arch *e, char *why, size_t n) {
+    if (f->in_c != e->in_c || f->in_h != e->in_h || f->in_w != e->in_w) {
+        snprintf(why, n, "input %dx%dx%d in the file, %dx%dx%d expected", f->in_c, f->in_h, f->in_w, e->in_c, e->in_h,
+                 e->in_w);
+        return 1;
+    }
+    if (f->n_layers != e->n_layers) {
+        snprintf(why, n, "%d layers in the file, %d expected", f->n_layers, e->n_layers);
+        return 1;
+    }
+    for (int i = 0; i < f->n_layers; i++) {
+        const fm_layer *a = &f->layers[i], *b = &e->layers[i];
+        if (a->type != b->type) {
+            snprintf(why, n, "layer %d is %s in the file, %s expected", i, fm_ltype_name(a->type), fm_ltype_name(b->type));
+            return 1;
+        }
+        int same = a->n_in == b->n_in && a->out_c == b->out_c && a->out_h == b->out_h && a->out_w == b->out_w &&
+                   a->n_p == b->n_p && a->kernel == b->kernel && a->stride == b->stride && a->same == b->same &&
+                   a->bias == b->bias && a->proj == b->proj && a->eps == b->eps;
+        for (int k = 0; same && k < a->n_in; k++) same = a->in[k] == b->in[k];
+        if (!same) {
+            snprintf(why, n, "layer %d (%s) has different inputs, outputs, kernel, stride, padding or bias", i,
+                     fm_ltype_name(a->type));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- JSON out ---------------------------------------------------------------------- */
+
+/* A reference for to_json: the layer's name if it has one, "input", or its index. */
+static cJSON *ref_json(const fm_arch *a, int src) {
+    if (src == FM_INPUT) return cJSON_CreateString("input");
+    if (a->layers[src].name[0]) return cJSON_CreateString(a->layers[src].name);
+    return cJSON_CreateNumber(src);
 }
 
 char *fm_arch_to_json(const fm_arch *a) {
@@ -257,27 +445,24 @@ char *fm_arch_to_json(const fm_arch *a) {
     if (!cJSON_AddItemToObject(root, "layers", layers)) goto oom;
     for (int i = 0; i < a->n_layers; i++) {
         const fm_layer *L = &a->layers[i];
+        const fm_op *op = fm_op_of(L->type);
         cJSON *o = cJSON_CreateObject();
         if (!o) goto oom_root;
         cJSON_AddItemToArray(layers, o);
-        if (!cJSON_AddStringToObject(o, "type", type_names[L->type])) goto oom_root;
-        if ((L->type == FM_LINEAR || L->type == FM_CONV2D) && !cJSON_AddNumberToObject(o, "out", L->units))
-            goto oom_root;
-        if ((L->type == FM_CONV2D || L->type == FM_MAXPOOL2D) && !cJSON_AddNumberToObject(o, "kernel", L->kernel))
-            goto oom_root;
-        if (L->type == FM_CONV2D && !cJSON_AddStringToObject(o, "padding", L->same ? "same" : "valid"))
-            goto oom_root;
-        if (L->type == FM_DROPOUT) {
-            /* print the float's shortest decimal so 0.2f appears as 0.2 */
-            char buf[32];
-            snprintf(buf, sizeof buf, "%.7g", (double)L->rate);
-            cJSON *p = cJSON_CreateRaw(buf);
-            if (!p) goto oom_root;
-            if (!cJSON_AddItemToObject(o, "p", p)) { /* its key copy can fail */
-                cJSON_Delete(p);
-                goto oom_root;
+        if (!cJSON_AddStringToObject(o, "type", op->name)) goto oom_root;
+        if (L->name[0] && !cJSON_AddStringToObject(o, "name", L->name)) goto oom_root;
+        if (L->n_in != 1 || L->in[0] != i - 1) { /* not the default: the layer before */
+            cJSON *refs = cJSON_AddArrayToObject(o, "inputs");
+            if (!refs) goto oom_root;
+            for (int k = 0; k < L->n_in; k++) {
+                cJSON *r = ref_json(a, L->in[k]);
+                if (!r || !cJSON_AddItemToArray(refs, r)) {
+                    cJSON_Delete(r);
+                    goto oom_root;
+                }
             }
         }
+        if (op->to_json && op->to_json(L, o)) goto oom_root;
     }
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
@@ -292,6 +477,8 @@ oom_root:
     cJSON_Delete(root);
     return NULL;
 }
+
+/* ---- summary, MACs, initial values ------------------------------------------------ */
 
 static void shape_str(char *buf, size_t n, int c, int h, int w) {
     if (h == 1 && w == 1)
@@ -312,32 +499,68 @@ static void commas(char *buf, size_t n, size_t v) {
     buf[o] = '\0';
 }
 
+/* Trainable and non-trainable (running statistics; Keras counts them, PyTorch
+ * keeps them as buffers; num_batches_tracked is neither) floats of layer i. */
+static void layer_counts(const fm_arch *a, int i, size_t *train, size_t *fixed) {
+    fm_tensor t[FM_MAX_TENSORS];
+    int nt = fm_layer_tensors(a, i, t);
+    *train = *fixed = 0;
+    for (int k = 0; k < nt; k++) {
+        if (t[k].flags & FM_T_TRAIN)
+            *train += t[k].count;
+        else if (!(t[k].flags & FM_T_I64))
+            *fixed += t[k].count;
+    }
+}
+
 void fm_arch_summary(const fm_arch *a, FILE *f) {
-    char shape[48], label[48], params[32];
-    const char *rule = "_________________________________________________________________\n";
-    const char *bold = "=================================================================\n";
+    char shape[48], label[64], params[32];
+    const char *rule = a->graph ? "________________________________________________________________________________\n"
+                                : "_________________________________________________________________\n";
+    const char *bold = a->graph ? "================================================================================\n"
+                                : "=================================================================\n";
     fprintf(f, "Model: \"%s\"\n%s", a->name, rule);
-    fprintf(f, "%-30s%-24s%11s\n%s", " Layer (type)", "Output Shape", "Param #", bold);
+    fprintf(f, "%-30s%-24s%11s%s\n%s", " Layer (type)", "Output Shape", "Param #", a->graph ? "  Connected to" : "",
+            bold);
     shape_str(shape, sizeof shape, a->in_c, a->in_h, a->in_w);
-    if (a->in_h == 1 && a->in_w == 1) snprintf(shape, sizeof shape, "(None, %d)", a->in_c);
     fprintf(f, " %-29s%-24s%11s\n", "input (Input)", shape, "0");
+    size_t total_train = 0, total_fixed = 0;
     for (int i = 0; i < a->n_layers; i++) {
         const fm_layer *L = &a->layers[i];
-        snprintf(label, sizeof label, "%d (%s)", i, type_display[L->type]);
+        size_t tr, fx;
+        layer_counts(a, i, &tr, &fx);
+        total_train += tr, total_fixed += fx;
+        if (L->name[0])
+            snprintf(label, sizeof label, "%d %s (%s)", i, L->name, fm_ltype_display(L->type));
+        else
+            snprintf(label, sizeof label, "%d (%s)", i, fm_ltype_display(L->type));
         shape_str(shape, sizeof shape, L->out_c, L->out_h, L->out_w);
-        commas(params, sizeof params, L->n_w + L->n_b);
-        fprintf(f, " %-29s%-24s%11s\n", label, shape, params);
+        commas(params, sizeof params, tr + fx);
+        fprintf(f, " %-29s%-24s%11s", label, shape, params);
+        if (a->graph) {
+            fputs("  ", f);
+            for (int k = 0; k < L->n_in; k++) {
+                if (L->in[k] == FM_INPUT)
+                    fprintf(f, "%sinput", k ? ", " : "");
+                else
+                    fprintf(f, "%s%d", k ? ", " : "", L->in[k]);
+            }
+        }
+        fputc('\n', f);
     }
-    commas(params, sizeof params, a->n_params);
-    fprintf(f, "%sTotal params: %s\nTrainable params: %s\nNon-trainable params: 0\n%s", bold, params,
-            params, rule);
+    char tr_s[32], fx_s[32];
+    commas(params, sizeof params, total_train + total_fixed);
+    commas(tr_s, sizeof tr_s, total_train);
+    commas(fx_s, sizeof fx_s, total_fixed);
+    fprintf(f, "%sTotal params: %s\nTrainable params: %s\nNon-trainable params: %s\n%s", bold, params, tr_s, fx_s,
+            rule);
 }
 
 size_t fm_arch_macs(const fm_arch *a) {
     size_t macs = 0;
     for (int i = 0; i < a->n_layers; i++) {
-        const fm_layer *L = &a->layers[i];
-        if (L->type == FM_LINEAR || L->type == FM_CONV2D) macs += L->n_w * (L->out_size / (size_t)L->units);
+        const fm_op *op = fm_op_of(a->layers[i].type);
+        if (op->macs) macs += op->macs(&a->layers[i]);
     }
     return macs;
 }
@@ -345,13 +568,7 @@ size_t fm_arch_macs(const fm_arch *a) {
 void fm_arch_init_params(const fm_arch *a, float *params, fm_rng *rng) {
     for (int i = 0; i < a->n_layers; i++) {
         const fm_layer *L = &a->layers[i];
-        if (L->type != FM_LINEAR && L->type != FM_CONV2D) continue;
-        /* Glorot uniform as Keras: fan_in = in * receptive field, fan_out = out * receptive field */
-        double rf = L->type == FM_CONV2D ? (double)L->kernel * L->kernel : 1.0;
-        double fan_in = (double)L->in_c * rf, fan_out = (double)L->units * rf;
-        float limit = (float)sqrt(6.0 / (fan_in + fan_out));
-        float *w = params + L->w_off;
-        for (size_t k = 0; k < L->n_w; k++) w[k] = (2.0f * fm_rng_uniform(rng) - 1.0f) * limit;
-        memset(params + L->b_off, 0, L->n_b * sizeof(float));
+        const fm_op *op = fm_op_of(L->type);
+        if (op->init) op->init(L, params + L->p_off, rng);
     }
 }

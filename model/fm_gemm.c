@@ -210,59 +210,94 @@ static void kernel1x4(size_t n, const uint32_t *restrict nz_k, const float *rest
         for (size_t j = 0; j < 4 * NR; j++) c[j] += acc[j];
 }
 
+/* Where op(A)'s blocks and op(B)'s panels come from: a matrix packed here
+ * into scratch, a matrix packed once beforehand (fm_gemm_pack_a/_b), or a
+ * function that gathers them (a convolution's patches).  One kind each,
+ * chosen by the caller; the blocked loop below asks the source, so no path
+ * is picked by which arguments happen to be NULL. */
+typedef enum src_kind { SRC_MATRIX, SRC_PACKED, SRC_FN } src_kind;
+typedef struct gemm_a {
+    src_kind kind;
+    const float *m; /* MATRIX: op(A) = trans ? m^T : m, row length ld */
+    size_t ld;
+    int trans;
+    const float *packed; /* PACKED: fm_gemm_pack_a's layout */
+    fm_pack_a_fn fn;     /* FN */
+    const void *ctx;
+} gemm_a;
+typedef struct gemm_b {
+    src_kind kind;
+    const float *m;
+    size_t ld;
+    int trans;
+    const float *packed; /* PACKED: fm_gemm_pack_b's layout, consumed panel by panel */
+    fm_pack_b_fn fn;
+    const void *ctx;
+} gemm_b;
+
 /* Floats before block (pc, ic) of A packed by fm_gemm_pack_a: the K
  * blocks in order, each holding the M rows (padded to strips) in MC blocks. */
 static size_t packed_a_offset(size_t M, size_t pc, size_t ic, size_t kc) {
     return pc * ((M + MR - 1) / MR * MR) + ic * kc;
 }
 
-/* The blocked loops.  B comes packed (pb, made by fm_gemm_pack_b: the
- * panels in this loop's order) or is packed here into scratch; likewise A
- * (pa, made by fm_gemm_pack_a). */
-static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
-                 const float *B, size_t ldb, const float *pa, const float *pb, fm_pack_b_fn pack_fn,
-                 const void *pack_ctx, fm_pack_a_fn pack_a_fn, int accumulate, float *C, size_t ldc,
-                 float *scratch) {
+/* The MC x KC block (ic, pc) of A as strips, in scratch or where it was
+ * packed; *as = the stride between consecutive k of one row (MR in strips,
+ * 1 for a single untransposed row read in place). */
+static const float *a_block(const gemm_a *A, size_t M, size_t ic, size_t mc, size_t pc, size_t kc, float *scratch,
+                            size_t *as) {
+    *as = MR;
+    switch (A->kind) {
+    case SRC_PACKED: return A->packed + packed_a_offset(M, pc, ic, kc);
+    case SRC_FN: A->fn(A->ctx, ic, mc, pc, kc, scratch); return scratch;
+    case SRC_MATRIX: break;
+    }
+    if (mc == 1 && !A->trans) { /* one row (an image): read it in place */
+        *as = 1;
+        return A->m + ic * A->ld + pc;
+    }
+    pack_a(A->trans, A->m, A->ld, ic, mc, pc, kc, scratch);
+    return scratch;
+}
+
+/* The KC x NC panel (pc, jc) of B as strips.  A packed B is read in order:
+ * *cursor walks its panels. */
+static const float *b_panel(const gemm_b *B, const float **cursor, size_t pc, size_t kc, size_t jc, size_t nc,
+                            float *bpack) {
+    switch (B->kind) {
+    case SRC_PACKED: {
+        const float *bp = *cursor;
+        *cursor += (nc + NR - 1) / NR * NR * kc;
+        return bp;
+    }
+    case SRC_FN: B->fn(B->ctx, pc, kc, jc, nc, bpack); return bpack;
+    case SRC_MATRIX: break;
+    }
+    pack_b(B->trans, B->m, B->ld, pc, kc, jc, nc, bpack);
+    return bpack;
+}
+
+/* The blocked loops over C[M,N] (+)= op(A) op(B). */
+static void gemm(size_t M, size_t N, size_t K, const gemm_a *A, const gemm_b *B, int accumulate, float *C,
+                 size_t ldc, float *scratch) {
     if (M == 0 || N == 0) return;
     if (K == 0) {
         if (!accumulate)
             for (size_t i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(float));
         return;
     }
-    const float *ap;                           /* packed A block: pa's, or scratch [MC/MR][KC][MR] */
-    float *bpack = scratch + (size_t)MC * KC;  /* [NC/NR][KC][NR] */
+    float *bpack = scratch + (size_t)MC * KC; /* [NC/NR][KC][NR]; A blocks use [MC/MR][KC][MR] before it */
+    const float *cursor = B->packed;
     for (size_t jc = 0; jc < N; jc += NC) {
         size_t nc = N - jc < NC ? N - jc : NC;
-        size_t strips = (nc + NR - 1) / NR;
         for (size_t pc = 0; pc < K; pc += KC) {
             size_t kc = K - pc < KC ? K - pc : KC;
             int overwrite = pc == 0 && !accumulate;
-            const float *bp;
-            if (pb) {
-                bp = pb;
-                pb += strips * NR * kc;
-            } else {
-                if (pack_fn)
-                    pack_fn(pack_ctx, pc, kc, jc, nc, bpack);
-                else
-                    pack_b(trans_b, B, ldb, pc, kc, jc, nc, bpack);
-                bp = bpack;
-            }
+            const float *bp = b_panel(B, &cursor, pc, kc, jc, nc, bpack);
             for (size_t ic = 0; ic < M; ic += MC) {
                 size_t mc = M - ic < MC ? M - ic : MC;
-                size_t as = MR; /* stride of kernel1's A */
-                if (pa) {
-                    ap = pa + packed_a_offset(M, pc, ic, kc);
-                } else if (pack_a_fn) {
-                    pack_a_fn(pack_ctx, ic, mc, pc, kc, scratch);
-                    ap = scratch;
-                } else if (mc == 1 && !trans_a) { /* one row (an image): read it in place */
-                    ap = A + ic * lda + pc;
-                    as = 1;
-                } else {
-                    pack_a(trans_a, A, lda, ic, mc, pc, kc, scratch);
-                    ap = scratch;
-                }
+                size_t as; /* stride of kernel1's A */
+                const float *ap = a_block(A, M, ic, mc, pc, kc, scratch, &as);
                 /* A row alone in its strip (one image, or the last of a
                  * batch) runs on its nonzeros: listed once for all strips of B. */
                 size_t lone = mc % MR == 1 ? mc - 1 : SIZE_MAX;
@@ -290,7 +325,9 @@ static void gemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const f
 
 void fm_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, const float *A, size_t lda,
               const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *scratch) {
-    gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, NULL, NULL, NULL, NULL, NULL, accumulate, C, ldc, scratch);
+    gemm_a a = {.kind = SRC_MATRIX, .m = A, .ld = lda, .trans = trans_a};
+    gemm_b b = {.kind = SRC_MATRIX, .m = B, .ld = ldb, .trans = trans_b};
+    gemm(M, N, K, &a, &b, accumulate, C, ldc, scratch);
 }
 
 size_t fm_gemm_packed_size(size_t N, size_t K) {
@@ -315,7 +352,9 @@ void fm_gemm_pack_b(int trans_b, size_t N, size_t K, const float *B, size_t ldb,
 
 void fm_sgemm_pb(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *packed, int accumulate,
                  float *C, size_t ldc, float *scratch) {
-    gemm(0, 0, M, N, K, A, lda, NULL, 0, NULL, packed, NULL, NULL, NULL, accumulate, C, ldc, scratch);
+    gemm_a a = {.kind = SRC_MATRIX, .m = A, .ld = lda};
+    gemm_b b = {.kind = SRC_PACKED, .packed = packed};
+    gemm(M, N, K, &a, &b, accumulate, C, ldc, scratch);
 }
 
 size_t fm_gemm_packed_a_size(size_t M, size_t K) { return (M + MR - 1) / MR * MR * K; }
@@ -332,17 +371,23 @@ void fm_gemm_pack_a(size_t M, size_t K, const float *A, size_t lda, float *packe
 
 void fm_sgemm_pa(size_t M, size_t N, size_t K, const float *packed, const float *B, size_t ldb, int accumulate,
                  float *C, size_t ldc, float *scratch) {
-    gemm(0, 0, M, N, K, NULL, 0, B, ldb, packed, NULL, NULL, NULL, NULL, accumulate, C, ldc, scratch);
+    gemm_a a = {.kind = SRC_PACKED, .packed = packed};
+    gemm_b b = {.kind = SRC_MATRIX, .m = B, .ld = ldb};
+    gemm(M, N, K, &a, &b, accumulate, C, ldc, scratch);
 }
 
 void fm_sgemm_pa_fn(size_t M, size_t N, size_t K, const float *packed, fm_pack_b_fn pack, const void *ctx,
                     int accumulate, float *C, size_t ldc, float *scratch) {
-    gemm(0, 0, M, N, K, NULL, 0, NULL, 0, packed, NULL, pack, ctx, NULL, accumulate, C, ldc, scratch);
+    gemm_a a = {.kind = SRC_PACKED, .packed = packed};
+    gemm_b b = {.kind = SRC_FN, .fn = pack, .ctx = ctx};
+    gemm(M, N, K, &a, &b, accumulate, C, ldc, scratch);
 }
 
 void fm_sgemm_fn_pb(size_t M, size_t N, size_t K, fm_pack_a_fn pack, const void *ctx, const float *packed,
                     int accumulate, float *C, size_t ldc, float *scratch) {
-    gemm(0, 0, M, N, K, NULL, 0, NULL, 0, NULL, packed, NULL, ctx, pack, accumulate, C, ldc, scratch);
+    gemm_a a = {.kind = SRC_FN, .fn = pack, .ctx = ctx};
+    gemm_b b = {.kind = SRC_PACKED, .packed = packed};
+    gemm(M, N, K, &a, &b, accumulate, C, ldc, scratch);
 }
 
 const char *fm_gemm_kernel_name(void) {

@@ -1,6 +1,8 @@
-/* fm_layers.c - the kernels behind fm_layers.h.  Dense and convolution
- * layers reduce to fm_sgemm; the rest are simple loops.  No allocation:
- * scratch is always the caller's. */
+/* fm_layers.c - the reference kernels behind fm_layers.h.  Dense and
+ * convolution layers reduce to fm_sgemm; the rest are simple loops.  No
+ * allocation: scratch is always the caller's.  Not here: the optimised
+ * inference paths (packed weights, patches gathered into GEMM panels,
+ * fused tails, folded batch norm) - fm_fast.c, proven equal to these. */
 #include "fm_layers.h"
 
 #include <float.h>
@@ -8,27 +10,24 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "fm_common.h" /* FM_CLONES */
 #include "fm_gemm.h"
-#include "fm_simd.h"
 
-void fm_linear_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N,
-                       size_t I, size_t O, float *gemm) {
-    if (pw)
-        fm_sgemm_pb(N, O, I, x, I, pw, 0, y, O, gemm);
-    else
-        fm_sgemm(0, 1, N, O, I, x, I, w, I, 0, y, O, gemm);
+void fm_linear_forward(float *y, const float *x, const float *w, const float *b, size_t N, size_t I, size_t O,
+                       float *gemm) {
+    fm_sgemm(0, 1, N, O, I, x, I, w, I, 0, y, O, gemm);
+    if (!b) return;
     for (size_t n = 0; n < N; n++) {
         float *yn = y + n * O;
         for (size_t o = 0; o < O; o++) yn[o] += b[o];
     }
 }
 
-void fm_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, size_t N, size_t I, size_t O, float *gemm) {
+void fm_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, size_t N,
+                        size_t I, size_t O, float *gemm) {
     /* y = x w^T + b  =>  dx = dy w,  dw = dy^T x,  db = sum_n dy */
     if (dx) fm_sgemm(0, 0, N, I, O, dy, O, w, I, 0, dx, I, gemm);
     fm_sgemm(1, 0, O, I, N, dy, O, x, I, 1, dw, I, gemm);
+    if (!db) return;
     for (size_t n = 0; n < N; n++) {
         const float *dyn = dy + n * O;
         for (size_t o = 0; o < O; o++) db[o] += dyn[o];
@@ -44,313 +43,91 @@ size_t fm_conv2d_scratch(size_t C, size_t O, size_t K, size_t OH, size_t OW, siz
     return q * (2 * C * K * K + O);
 }
 
-/* col[(n,oh,ow), (c,kh,kw)] = x[n, c, oh+kh-P, ow+kw-P] or 0 outside */
-/* One output position's K values along a kernel row: x row xr (NULL: the
- * row is padding) from input column iw0 = ow - P (may be negative). */
-static inline float *im2col_run(float *row, const float *xr, ptrdiff_t iw0, size_t W, size_t K) {
-    if (!xr) {
-        for (size_t kw = 0; kw < K; kw++) *row++ = 0.0f;
-    } else if (iw0 >= 0 && (size_t)iw0 + K <= W) { /* the usual case: all inside */
-        const float *src = xr + iw0;
-        if (K == 3) {
-            row[0] = src[0], row[1] = src[1], row[2] = src[2];
-            row += 3;
-        } else {
-            for (size_t kw = 0; kw < K; kw++) *row++ = src[kw];
-        }
-    } else {
-        for (size_t kw = 0; kw < K; kw++) {
-            ptrdiff_t iw = iw0 + (ptrdiff_t)kw;
-            *row++ = iw >= 0 && (size_t)iw < W ? xr[iw] : 0.0f;
-        }
-    }
-    return row;
-}
-
-static void im2col(float *col, const float *x, size_t nb, size_t C, size_t H, size_t W, size_t K,
+/* col[(n,oh,ow), (c,kh,kw)] = x[n, c, oh*S+kh-P, ow*S+kw-P] or 0 outside */
+void fm_im2col(float *col, const float *x, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S,
                    size_t P, size_t OH, size_t OW) {
     for (size_t n = 0; n < nb; n++)
         for (size_t oh = 0; oh < OH; oh++)
-            for (size_t ow = 0; ow < OW; ow++) {
-                ptrdiff_t iw0 = (ptrdiff_t)ow - (ptrdiff_t)P;
+            for (size_t ow = 0; ow < OW; ow++)
                 for (size_t c = 0; c < C; c++) {
                     const float *xc = x + (n * C + c) * H * W;
                     for (size_t kh = 0; kh < K; kh++) {
-                        ptrdiff_t ih = (ptrdiff_t)(oh + kh) - (ptrdiff_t)P;
-                        const float *xr = ih >= 0 && (size_t)ih < H ? xc + (size_t)ih * W : NULL;
-                        col = im2col_run(col, xr, iw0, W, K);
-                    }
-                }
-            }
-}
-
-/* dx[n, c, ih, iw] = sum of dcol entries im2col copied from it */
-static void col2im(float *dx, const float *dcol, size_t nb, size_t C, size_t H, size_t W, size_t K,
-                   size_t P, size_t OH, size_t OW) {
-    size_t ckk = C * K * K;
-    memset(dx, 0, nb * C * H * W * sizeof(float));
-    for (size_t n = 0; n < nb; n++)
-        for (size_t oh = 0; oh < OH; oh++)
-            for (size_t ow = 0; ow < OW; ow++) {
-                const float *row = dcol + ((n * OH + oh) * OW + ow) * ckk;
-                for (size_t c = 0; c < C; c++) {
-                    float *dxc = dx + (n * C + c) * H * W;
-                    for (size_t kh = 0; kh < K; kh++) {
-                        size_t ih = oh + kh;
-                        for (size_t kw = 0; kw < K; kw++, row++) {
-                            size_t iw = ow + kw;
-                            if (ih >= P && ih - P < H && iw >= P && iw - P < W)
-                                dxc[(ih - P) * W + (iw - P)] += *row;
+                        ptrdiff_t ih = (ptrdiff_t)(oh * S + kh) - (ptrdiff_t)P;
+                        int row_in = ih >= 0 && (size_t)ih < H;
+                        for (size_t kw = 0; kw < K; kw++) {
+                            ptrdiff_t iw = (ptrdiff_t)(ow * S + kw) - (ptrdiff_t)P;
+                            *col++ = row_in && iw >= 0 && (size_t)iw < W ? xc[(size_t)ih * W + (size_t)iw] : 0.0f;
                         }
                     }
                 }
-            }
+}
+
+/* dx[n, c, ih, iw] = sum of dcol entries im2col copied from it */
+static void col2im(float *dx, const float *dcol, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S,
+                   size_t P, size_t OH, size_t OW) {
+    memset(dx, 0, nb * C * H * W * sizeof(float));
+    for (size_t n = 0; n < nb; n++)
+        for (size_t oh = 0; oh < OH; oh++)
+            for (size_t ow = 0; ow < OW; ow++)
+                for (size_t c = 0; c < C; c++) {
+                    float *dxc = dx + (n * C + c) * H * W;
+                    for (size_t kh = 0; kh < K; kh++) {
+                        size_t ih = oh * S + kh;
+                        for (size_t kw = 0; kw < K; kw++, dcol++) {
+                            size_t iw = ow * S + kw;
+                            if (ih >= P && ih - P < H && iw >= P && iw - P < W) dxc[(ih - P) * W + (iw - P)] += *dcol;
+                        }
+                    }
+                }
 }
 
 /* The transposed layout for the forward pass: colT[(c,kh,kw), (n,oh,ow)],
- * row length ld = nb*OH*OW.  Each (c, kh, kw, n, oh) is a run of OW
- * consecutive input values (zeros where the kernel hangs over the edge),
- * so it is mostly memcpy. */
-static void im2col_t(float *colT, const float *x, size_t nb, size_t C, size_t H, size_t W, size_t K,
+ * row length ld = nb*OH*OW.  With stride 1 each (c, kh, kw, n, oh) is a run
+ * of OW consecutive input values (zeros where the kernel hangs over the
+ * edge), so it is mostly memcpy. */
+void fm_im2col_t(float *colT, const float *x, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S,
                      size_t P, size_t OH, size_t OW) {
     size_t ld = nb * OH * OW;
     for (size_t c = 0; c < C; c++)
         for (size_t kh = 0; kh < K; kh++)
             for (size_t kw = 0; kw < K; kw++) {
                 float *dst = colT + ((c * K + kh) * K + kw) * ld;
-                /* output columns ow whose input column ow + kw - P is inside [0, W) */
-                size_t lo = P > kw ? P - kw : 0, hi = W + P - kw < OW ? W + P - kw : OW;
+                /* output columns ow whose input column ow*S + kw - P is inside [0, W) */
+                size_t lo = P > kw ? (P - kw + S - 1) / S : 0;
+                size_t hi = W + P > kw ? (W + P - kw + S - 1) / S : 0;
+                if (hi > OW) hi = OW;
                 if (hi < lo) hi = lo;
                 for (size_t n = 0; n < nb; n++)
                     for (size_t oh = 0; oh < OH; oh++, dst += OW) {
-                        ptrdiff_t ih = (ptrdiff_t)(oh + kh) - (ptrdiff_t)P;
+                        ptrdiff_t ih = (ptrdiff_t)(oh * S + kh) - (ptrdiff_t)P;
                         if (ih < 0 || (size_t)ih >= H) {
                             memset(dst, 0, OW * sizeof(float));
                             continue;
                         }
-                        const float *src = x + ((n * C + c) * H + (size_t)ih) * W + kw + lo - P;
+                        const float *xr = x + ((n * C + c) * H + (size_t)ih) * W;
                         for (size_t ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
-                        memcpy(dst + lo, src, (hi - lo) * sizeof(float));
+                        if (S == 1) {
+                            memcpy(dst + lo, xr + kw + lo - P, (hi - lo) * sizeof(float));
+                        } else {
+                            const float *src = xr + lo * S + kw - P;
+                            for (size_t ow = lo; ow < hi; ow++, src += S) dst[ow] = *src;
+                        }
                         for (size_t ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
                     }
             }
 }
 
-/* Patches gathered straight into the GEMM's B panels (no im2col buffer, no
- * second pass to pack it): for a convolution without padding, element
- * (k, j) of the patch matrix, k = (c, kh, kw) and j = (n, oh, ow), is
- * x[n, c, oh+kh, ow+kw]: a fixed offset per column plus one per row.
- *
- * The offsets of a strip's 16 columns are the same for every row, and
- * they come in runs (consecutive output columns read consecutive inputs),
- * so each half-strip of 8 lanes is built from a few unaligned 8-float loads
- * masked by lane: lane i of a run with load offset d reads load(xk + d)[i].
- * A strip with more than MAX_RUNS runs in a half, or whose loads would
- * reach past the input, is gathered element by element. */
-typedef struct patch_src {
-    const float *x;
-    size_t len; /* floats readable from x */
-    size_t C, H, W, K, OH, OW;
-} patch_src;
-
-enum { MAX_RUNS = 4 };
-
-/* Offset of patch row k, k = (c, kh, kw), from a column's base offset. */
-static size_t patch_row_offset(const patch_src *p, size_t k) {
-    return k / (p->K * p->K) * p->H * p->W + k / p->K % p->K * p->W + k % p->K;
-}
-
-/* A position j = (image, output row, output column) of the patch matrix. */
-typedef struct patch_pos {
-    size_t n, oh, ow;
-} patch_pos;
-
-static patch_pos patch_pos_of(const patch_src *p, size_t j) {
-    size_t Q = p->OH * p->OW;
-    return (patch_pos){j / Q, j % Q / p->OW, j % Q % p->OW};
-}
-
-/* base[0..count) = input offsets of the count positions from *at, which
- * then moves past them (stepped: no division per position - for the first
- * convolution, 9 rows per strip, the divisions cost more than the copies);
- * base[count..width) repeat base[0] (padding: read, then zeroed or unused). */
-static void patch_bases(const patch_src *p, patch_pos *at, size_t count, size_t width, size_t *base) {
-    for (size_t i = 0; i < count; i++) {
-        base[i] = at->n * p->C * p->H * p->W + at->oh * p->W + at->ow;
-        if (++at->ow == p->OW) {
-            at->ow = 0;
-            if (++at->oh == p->OH) at->oh = 0, at->n++;
-        }
-    }
-    for (size_t i = count; i < width; i++) base[i] = base[0];
-}
-
-/* xk from patch row k to row k + 1: (channel, kernel row, kernel column) stepped. */
-static inline void patch_row_step(const patch_src *p, const float **xk, size_t *kh, size_t *kw) {
-    if (++*kw < p->K) {
-        (*xk)++;
-    } else if (*kw = 0, ++*kh < p->K) {
-        *xk += p->W - (p->K - 1);
-    } else {
-        *kh = 0;
-        *xk += p->H * p->W - (p->K - 1) * p->W - (p->K - 1);
-    }
-}
-
-/* Rows k0 .. k0+kc-1 of `width` columns at input offsets base[] into out,
- * width floats a row, element by element; columns from `used` on are
- * padding, zeroed.  (width is a constant at each call site.) */
-static inline __attribute__((always_inline)) void gather_elements(const patch_src *p, size_t k0, size_t kc,
-                                                                   const size_t *base, size_t used, size_t width,
-                                                                   float *out) {
-    size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
-    const float *xk = p->x + patch_row_offset(p, k0);
-    for (size_t k = 0; k < kc; k++, out += width) {
-        for (size_t c = 0; c < width; c++) out[c] = xk[base[c]];
-        for (size_t c = used; c < width; c++) out[c] = 0.0f;
-        patch_row_step(p, &xk, &kh, &kw);
-    }
-}
-
-/* Rows k0 .. k0+kc-1 of one strip from R runs per half (R a constant at
- * each call site, so the loop over runs unrolls). */
-static inline __attribute__((always_inline)) void gather_runs(const patch_src *p, size_t k0, size_t kc,
-                                                               const float *xk, size_t d[2][MAX_RUNS],
-                                                               v8i lanes[2][MAX_RUNS], size_t R, float *out) {
-    size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
-    for (size_t k = 0; k < kc; k++, out += FM_GEMM_NR) {
-        for (size_t h = 0; h < 2; h++) {
-            v8i acc = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (size_t r = 0; r < R; r++) {
-                v8f v;
-                LOAD8(v, xk + d[h][r]);
-                acc |= (v8i)v & lanes[h][r];
-            }
-            memcpy(out + h * 8, &acc, sizeof acc);
-        }
-        patch_row_step(p, &xk, &kh, &kw);
-    }
-}
-
-FM_CLONES
-static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_t nc, float *bp) {
-    const patch_src *p = ctx;
-    size_t first = patch_row_offset(p, k0), last = patch_row_offset(p, k0 + kc - 1);
-    patch_pos at = patch_pos_of(p, j0);
-    for (size_t s = 0; s < nc; s += FM_GEMM_NR, bp += kc * FM_GEMM_NR) {
-        size_t nr = nc - s < FM_GEMM_NR ? nc - s : FM_GEMM_NR;
-        size_t base[FM_GEMM_NR];
-        patch_bases(p, &at, nr, FM_GEMM_NR, base);
-
-        /* runs of each half: load offset d[h][r] (>= 0: base grows by at
-         * least one per column) and the lanes it fills; padding lanes are in
-         * no run and stay zero */
-        size_t d[2][MAX_RUNS], nrun[2] = {0, 0};
-        v8i lanes[2][MAX_RUNS];
-        int fast = 1;
-        for (size_t h = 0; h < 2 && fast; h++) {
-            for (size_t i = 0; i < 8 && h * 8 + i < nr; i++) {
-                size_t off = base[h * 8 + i] - i;
-                if (nrun[h] == 0 || off != d[h][nrun[h] - 1]) {
-                    if (nrun[h] == MAX_RUNS || off + 8 + last > p->len) {
-                        fast = 0;
-                        break;
-                    }
-                    d[h][nrun[h]] = off;
-                    for (size_t l = 0; l < 8; l++) lanes[h][nrun[h]][l] = 0;
-                    nrun[h]++;
-                }
-                lanes[h][nrun[h] - 1][i] = -1;
-            }
-        }
-
-        if (fast) {
-            /* both halves get the same number of runs (a half with fewer
-             * repeats its last: OR-ing the same lanes twice changes nothing),
-             * so the loop over runs has a trip count fixed for the strip
-             * and is unrolled; a varying one cost a mispredicted branch a row */
-            size_t R = nrun[0] > nrun[1] ? nrun[0] : nrun[1];
-            for (size_t h = 0; h < 2; h++) {
-                if (nrun[h] == 0) { /* all padding: lanes of zeros from a valid load */
-                    d[h][0] = d[1 - h][0];
-                    for (size_t l = 0; l < 8; l++) lanes[h][0][l] = 0;
-                    nrun[h] = 1;
-                }
-                for (size_t r = nrun[h]; r < R; r++) {
-                    d[h][r] = d[h][r - 1];
-                    lanes[h][r] = lanes[h][r - 1];
-                }
-            }
-            switch (R) {
-            case 1: gather_runs(p, k0, kc, p->x + first, d, lanes, 1, bp); break;
-            case 2: gather_runs(p, k0, kc, p->x + first, d, lanes, 2, bp); break;
-            case 3: gather_runs(p, k0, kc, p->x + first, d, lanes, 3, bp); break;
-            default: gather_runs(p, k0, kc, p->x + first, d, lanes, MAX_RUNS, bp); break;
-            }
-            continue;
-        }
-        gather_elements(p, k0, kc, base, nr, FM_GEMM_NR, bp);
-    }
-}
-
-/* The patch matrix's rows j = (n, oh, ow) as A strips of FM_GEMM_MR rows
- * (fm_pack_a_fn): ap[strip][k][r] = x[n, c, oh+kh, ow+kw], k = (c, kh, kw),
- * zero past mc.  Used for small outputs only (a few strips). */
-static void pack_patch_rows(const void *ctx, size_t i0, size_t mc, size_t k0, size_t kc, float *ap) {
-    const patch_src *p = ctx;
-    patch_pos at = patch_pos_of(p, i0);
-    for (size_t s = 0; s < mc; s += FM_GEMM_MR) {
-        size_t mr = mc - s < FM_GEMM_MR ? mc - s : FM_GEMM_MR;
-        size_t base[FM_GEMM_MR];
-        patch_bases(p, &at, mr, FM_GEMM_MR, base);
-        gather_elements(p, k0, kc, base, mr, FM_GEMM_MR, ap);
-        ap += kc * FM_GEMM_MR;
-    }
-}
-
-int fm_conv2d_packs_b(size_t OH, size_t OW) { return OH * OW < FM_GEMM_NR; }
-
-void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw, const float *b, size_t N, size_t C,
-                       size_t H, size_t W, size_t O, size_t K, size_t P, float *scratch, size_t chunk,
-                       float *gemm) {
-    size_t OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1, Q = OH * OW, ckk = C * K * K;
+void fm_conv2d_forward(float *y, const float *x, const float *w, const float *b, size_t N, size_t C, size_t H,
+                       size_t W, size_t O, size_t K, size_t S, size_t P, float *scratch, size_t chunk, float *gemm) {
+    size_t OH = fm_conv_out(H, K, S, P), OW = fm_conv_out(W, K, S, P), Q = OH * OW, ckk = C * K * K;
     float *colT = scratch, *tmp = scratch + chunk * Q * ckk;
     for (size_t n0 = 0; n0 < N; n0 += chunk) {
         size_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
-        if (pw && fm_conv2d_packs_b(OH, OW)) {
-            /* [nb*Q, O] = patches [nb*Q, ckk] x w^T: the same products summed in
-             * the same order as w x patches, bit for bit; then to [n][O][Q] */
-            if (P == 0) { /* the patches gathered straight into the A strips */
-                patch_src src = {x + n0 * C * H * W, nb * C * H * W, C, H, W, K, OH, OW};
-                fm_sgemm_fn_pb(nb * Q, O, ckk, pack_patch_rows, &src, pw, 0, tmp, O, gemm);
-            } else {
-                im2col(colT, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
-                fm_sgemm_pb(nb * Q, O, ckk, colT, ckk, pw, 0, tmp, O, gemm);
-            }
-            for (size_t n = 0; n < nb; n++)
-                for (size_t o = 0; o < O; o++) {
-                    float *yo = y + ((n0 + n) * O + o) * Q;
-                    const float *t = tmp + n * Q * O + o;
-                    if (b)
-                        for (size_t q = 0; q < Q; q++) yo[q] = t[q * O] + b[o];
-                    else
-                        for (size_t q = 0; q < Q; q++) yo[q] = t[q * O];
-                }
-            continue;
-        }
         /* [O, nb*Q] = w[O, ckk] colT[ckk, nb*Q]: for one image that is y's
          * own layout, for several it is gathered image by image */
         float *out = nb == 1 ? y + n0 * O * Q : tmp;
-        if (pw && P == 0) { /* inference, valid padding: patches gathered into the panels */
-            patch_src src = {x + n0 * C * H * W, nb * C * H * W, C, H, W, K, OH, OW};
-            fm_sgemm_pa_fn(O, ld, ckk, pw, pack_patches, &src, 0, out, ld, gemm);
-        } else {
-            im2col_t(colT, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
-            if (pw)
-                fm_sgemm_pa(O, ld, ckk, pw, colT, ld, 0, out, ld, gemm);
-            else
-                fm_sgemm(0, 0, O, ld, ckk, w, ckk, colT, ld, 0, out, ld, gemm);
-        }
+        fm_im2col_t(colT, x + n0 * C * H * W, nb, C, H, W, K, S, P, OH, OW);
+        fm_sgemm(0, 0, O, ld, ckk, w, ckk, colT, ld, 0, out, ld, gemm);
         for (size_t n = 0; n < nb; n++)
             for (size_t o = 0; o < O; o++) {
                 float *yo = y + ((n0 + n) * O + o) * Q;
@@ -363,10 +140,10 @@ void fm_conv2d_forward(float *y, const float *x, const float *w, const float *pw
     }
 }
 
-void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, size_t N, size_t C, size_t H, size_t W, size_t O, size_t K,
-                        size_t P, float *scratch, size_t chunk, float *gemm) {
-    size_t OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1, Q = OH * OW, ckk = C * K * K;
+void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, size_t N,
+                        size_t C, size_t H, size_t W, size_t O, size_t K, size_t S, size_t P, float *scratch,
+                        size_t chunk, float *gemm) {
+    size_t OH = fm_conv_out(H, K, S, P), OW = fm_conv_out(W, K, S, P), Q = OH * OW, ckk = C * K * K;
     float *col = scratch, *tmp = scratch + chunk * Q * ckk, *dcol = tmp + chunk * Q * O;
     for (size_t n0 = 0; n0 < N; n0 += chunk) {
         size_t nb = N - n0 < chunk ? N - n0 : chunk;
@@ -379,14 +156,14 @@ void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                     t[q * O] = dyo[q];
                     s += dyo[q];
                 }
-                db[o] += s;
+                if (db) db[o] += s;
             }
-        im2col(col, x + n0 * C * H * W, nb, C, H, W, K, P, OH, OW);
+        fm_im2col(col, x + n0 * C * H * W, nb, C, H, W, K, S, P, OH, OW);
         /* tmp = col w^T  =>  dw[O, ckk] += tmp^T col,  dcol[nb*Q, ckk] = tmp w */
         fm_sgemm(1, 0, O, ckk, nb * Q, tmp, O, col, ckk, 1, dw, ckk, gemm);
         if (dx) {
             fm_sgemm(0, 0, nb * Q, ckk, O, tmp, O, w, ckk, 0, dcol, ckk, gemm);
-            col2im(dx + n0 * C * H * W, dcol, nb, C, H, W, K, P, OH, OW);
+            col2im(dx + n0 * C * H * W, dcol, nb, C, H, W, K, S, P, OH, OW);
         }
     }
 }
@@ -465,36 +242,167 @@ void fm_maxpool_backward(float *dx, const float *dy, const uint8_t *arg, size_t 
     }
 }
 
-void fm_maxpool2_bias_relu(float *y, const float *x, const float *b, size_t N, size_t C, size_t H, size_t W) {
-    size_t OH = H / 2, OW = W / 2;
-    for (size_t n = 0; n < N; n++)
-        for (size_t c = 0; c < C; c++) {
-            const float *xp = x + (n * C + c) * H * W;
-            float *yp = y + (n * C + c) * OH * OW, bc = b[c];
-            for (size_t oh = 0; oh < OH; oh++) {
-                const float *restrict r0 = xp + 2 * oh * W, *restrict r1 = r0 + W;
-                float *restrict yr = yp + oh * OW;
-                for (size_t ow = 0; ow < OW; ow++) { /* the selects of fm_maxpool_forward */
-                    float best = r0[2 * ow], v;
-                    v = r0[2 * ow + 1], best = v > best ? v : best;
-                    v = r1[2 * ow], best = v > best ? v : best;
-                    v = r1[2 * ow + 1], best = v > best ? v : best;
-                    v = best + bc;
-                    yr[ow] = v > 0.0f ? v : 0.0f;
-                }
+void fm_avgpool_forward(float *y, const float *x, size_t N, size_t C, size_t H, size_t W, size_t S) {
+    size_t OH = H / S, OW = W / S;
+    float inv = 1.0f / (float)(S * S);
+    for (size_t nc = 0; nc < N * C; nc++) {
+        const float *xp = x + nc * H * W;
+        for (size_t oh = 0; oh < OH; oh++)
+            for (size_t ow = 0; ow < OW; ow++) {
+                float s = 0.0f;
+                for (size_t i = 0; i < S; i++)
+                    for (size_t j = 0; j < S; j++) s += xp[(oh * S + i) * W + ow * S + j];
+                y[(nc * OH + oh) * OW + ow] = s * inv;
             }
-        }
+    }
 }
 
-void fm_bias_relu(float *y, const float *x, const float *b, size_t N, size_t C, size_t HW) {
+void fm_avgpool_backward(float *dx, const float *dy, size_t N, size_t C, size_t H, size_t W, size_t S) {
+    size_t OH = H / S, OW = W / S;
+    float inv = 1.0f / (float)(S * S);
+    memset(dx, 0, N * C * H * W * sizeof(float)); /* rows and columns past the last window get none */
+    for (size_t nc = 0; nc < N * C; nc++) {
+        float *dxp = dx + nc * H * W;
+        for (size_t oh = 0; oh < OH; oh++)
+            for (size_t ow = 0; ow < OW; ow++) {
+                float g = dy[(nc * OH + oh) * OW + ow] * inv;
+                for (size_t i = 0; i < S; i++)
+                    for (size_t j = 0; j < S; j++) dxp[(oh * S + i) * W + ow * S + j] = g;
+            }
+    }
+}
+
+void fm_gap_forward(float *y, const float *x, size_t N, size_t C, size_t HW) {
+    float inv = 1.0f / (float)HW;
     for (size_t nc = 0; nc < N * C; nc++) {
         const float *xp = x + nc * HW;
-        float *yp = y + nc * HW, bc = b[nc % C];
-        for (size_t i = 0; i < HW; i++) {
-            float v = xp[i] + bc;
-            yp[i] = v > 0.0f ? v : 0.0f;
+        float s = 0.0f;
+        for (size_t i = 0; i < HW; i++) s += xp[i];
+        y[nc] = s * inv;
+    }
+}
+
+void fm_gap_backward(float *dx, const float *dy, size_t N, size_t C, size_t HW) {
+    float inv = 1.0f / (float)HW;
+    for (size_t nc = 0; nc < N * C; nc++) {
+        float g = dy[nc] * inv, *dxp = dx + nc * HW;
+        for (size_t i = 0; i < HW; i++) dxp[i] = g;
+    }
+}
+
+/* stats layout: [0, C) mean, [C, 2C) invstd, [2C, 3C) unbiased variance */
+void fm_batchnorm_forward_train(float *y, float *stats, const float *x, const float *gamma, const float *beta,
+                                size_t N, size_t C, size_t HW, float eps) {
+    double M = (double)(N * HW);
+    for (size_t c = 0; c < C; c++) {
+        double s = 0.0;
+        for (size_t n = 0; n < N; n++) {
+            const float *xp = x + (n * C + c) * HW;
+            for (size_t i = 0; i < HW; i++) s += xp[i];
+        }
+        double mean = s / M, ss = 0.0;
+        for (size_t n = 0; n < N; n++) {
+            const float *xp = x + (n * C + c) * HW;
+            for (size_t i = 0; i < HW; i++) {
+                double d = xp[i] - mean;
+                ss += d * d;
+            }
+        }
+        double var = ss / M;
+        float mf = (float)mean, is = (float)(1.0 / sqrt(var + (double)eps));
+        stats[c] = mf;
+        stats[C + c] = is;
+        stats[2 * C + c] = (float)(M > 1.0 ? ss / (M - 1.0) : var);
+        float g = gamma[c] * is, bb = beta[c];
+        for (size_t n = 0; n < N; n++) {
+            const float *xp = x + (n * C + c) * HW;
+            float *yp = y + (n * C + c) * HW;
+            for (size_t i = 0; i < HW; i++) yp[i] = (xp[i] - mf) * g + bb;
         }
     }
+}
+
+void fm_batchnorm_forward_eval(float *y, const float *x, const float *gamma, const float *beta, const float *rmean,
+                               const float *rvar, size_t N, size_t C, size_t HW, float eps) {
+    for (size_t c = 0; c < C; c++) {
+        float g = gamma[c] / sqrtf(rvar[c] + eps), m = rmean[c], bb = beta[c];
+        for (size_t n = 0; n < N; n++) {
+            const float *xp = x + (n * C + c) * HW;
+            float *yp = y + (n * C + c) * HW;
+            for (size_t i = 0; i < HW; i++) yp[i] = (xp[i] - m) * g + bb;
+        }
+    }
+}
+
+void fm_batchnorm_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                                 const float *stats, const float *gamma, size_t N, size_t C, size_t HW) {
+    double M = (double)(N * HW);
+    for (size_t c = 0; c < C; c++) {
+        float mf = stats[c], is = stats[C + c];
+        double sdy = 0.0, sdyxh = 0.0;
+        for (size_t n = 0; n < N; n++) {
+            const float *xp = x + (n * C + c) * HW, *gp = dy + (n * C + c) * HW;
+            for (size_t i = 0; i < HW; i++) {
+                sdy += gp[i];
+                sdyxh += (double)gp[i] * ((xp[i] - mf) * is);
+            }
+        }
+        dgamma[c] += (float)sdyxh;
+        dbeta[c] += (float)sdy;
+        if (!dx) continue;
+        /* dx = gamma invstd (dy - mean(dy) - xh mean(dy xh)) */
+        float k = gamma[c] * is, a = (float)(sdy / M), bxh = (float)(sdyxh / M);
+        for (size_t n = 0; n < N; n++) {
+            const float *xp = x + (n * C + c) * HW, *gp = dy + (n * C + c) * HW;
+            float *dp = dx + (n * C + c) * HW;
+            for (size_t i = 0; i < HW; i++) dp[i] = k * (gp[i] - a - (xp[i] - mf) * is * bxh);
+        }
+    }
+}
+
+void fm_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                                const float *gamma, const float *rmean, const float *rvar, size_t N, size_t C,
+                                size_t HW, float eps) {
+    for (size_t c = 0; c < C; c++) {
+        float is = 1.0f / sqrtf(rvar[c] + eps), m = rmean[c], k = gamma[c] * is;
+        double sdy = 0.0, sdyxh = 0.0;
+        for (size_t n = 0; n < N; n++) {
+            const float *xp = x + (n * C + c) * HW, *gp = dy + (n * C + c) * HW;
+            float *dp = dx ? dx + (n * C + c) * HW : NULL;
+            for (size_t i = 0; i < HW; i++) {
+                sdy += gp[i];
+                sdyxh += (double)gp[i] * ((xp[i] - m) * is);
+                if (dp) dp[i] = gp[i] * k;
+            }
+        }
+        dgamma[c] += (float)sdyxh;
+        dbeta[c] += (float)sdy;
+    }
+}
+
+void fm_batchnorm_update(float *rmean, float *rvar, float *tracked, const float *const *stats, size_t n_sets,
+                         size_t C, float momentum) {
+    if (n_sets == 0) return;
+    for (size_t c = 0; c < C; c++) {
+        float m = 0.0f, v = 0.0f;
+        for (size_t s = 0; s < n_sets; s++) {
+            m += stats[s][c];
+            v += stats[s][2 * C + c];
+        }
+        m /= (float)n_sets;
+        v /= (float)n_sets;
+        rmean[c] = (1.0f - momentum) * rmean[c] + momentum * m;
+        rvar[c] = (1.0f - momentum) * rvar[c] + momentum * v;
+    }
+    *tracked += 1.0f;
+}
+
+void fm_add_forward(float *y, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+void fm_accumulate(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
 void fm_relu_forward(float *y, const float *x, size_t n) {
@@ -549,6 +457,37 @@ double fm_xent_forward_backward(float *dlogits, size_t *n_correct, const float *
             for (size_t k = 0; k < K; k++) {
                 double p = exp((double)z[k] - mx) / sum;
                 d[k] = (float)((p - (k == labels[n])) * scale);
+            }
+        }
+    }
+    if (n_correct) *n_correct += correct;
+    return loss;
+}
+
+double fm_xent_smooth_forward_backward(float *dlogits, size_t *n_correct, const float *logits,
+                                       const uint8_t *labels, size_t N, size_t K, float scale, float smoothing) {
+    if (smoothing == 0.0f) return fm_xent_forward_backward(dlogits, n_correct, logits, labels, N, K, scale);
+    double loss = 0.0, s = smoothing, off = s / (double)K;
+    size_t correct = 0;
+    for (size_t n = 0; n < N; n++) {
+        const float *z = logits + n * K;
+        size_t am = 0;
+        for (size_t k = 1; k < K; k++)
+            if (z[k] > z[am]) am = k;
+        double mx = z[am], sum = 0.0, zsum = 0.0;
+        for (size_t k = 0; k < K; k++) {
+            sum += exp((double)z[k] - mx);
+            zsum += (double)z[k] - mx;
+        }
+        double lse = log(sum);
+        /* -sum_k q_k (z_k - mx - lse), q = (1 - s) onehot + s/K */
+        loss += (1.0 - s) * (lse - ((double)z[labels[n]] - mx)) + off * ((double)K * lse - zsum);
+        correct += am == labels[n];
+        if (dlogits) {
+            float *d = dlogits + n * K;
+            for (size_t k = 0; k < K; k++) {
+                double p = exp((double)z[k] - mx) / sum, q = off + (k == labels[n] ? 1.0 - s : 0.0);
+                d[k] = (float)((p - q) * scale);
             }
         }
     }

@@ -1,7 +1,11 @@
-/* fm_net.c - workspaces and the forward / backward passes of a sequential
- * network over the layer kernels.  The training workspace keeps each
- * layer's output (the input of the next layer's backward); gradients flow
- * back through two ping-pong buffers. */
+/* fm_net.c - workspaces, the reference forward and backward passes over
+ * the layer graph, and the plan builder.  Every layer is run through its
+ * row of the descriptor table (fm_ops.h): nothing here knows a layer type.
+ *
+ * Training keeps each layer's output (the input of a later backward) and
+ * a gradient buffer per layer; a value read by several layers (a residual
+ * block's input) gets the first gradient written in place and the others
+ * added to it, in a fixed order, so results stay bit-reproducible. */
 #include "fm_net.h"
 
 #include <stdlib.h>
@@ -9,36 +13,43 @@
 
 #include "fm_gemm.h"
 #include "fm_layers.h"
+#include "fm_ops.h"
 
 enum { TRAIN_CHUNK = 16, INFER_CHUNK = 4 };
 
 static size_t align16(size_t nfloats) { return (nfloats + 15) & ~(size_t)15; }
+static size_t in_size_of(const fm_arch *a) { return (size_t)a->in_c * a->in_h * a->in_w; }
 
 int fm_ws_create(fm_ws *ws, const fm_arch *a, size_t max_batch, int train, fm_error *err) {
     memset(ws, 0, sizeof *ws);
     if (max_batch == 0 || max_batch > 65536) return fm_seterr(err, "batch size must be in [1, 65536]");
-    size_t chunk = max_batch < (train ? TRAIN_CHUNK : INFER_CHUNK) ? max_batch : (train ? TRAIN_CHUNK : INFER_CHUNK);
+    size_t chunk_cap = train ? TRAIN_CHUNK : INFER_CHUNK;
+    size_t chunk = max_batch < chunk_cap ? max_batch : chunk_cap;
     size_t conv = 0;
     for (int i = 0; i < a->n_layers; i++) {
-        const fm_layer *L = &a->layers[i];
-        if (L->type != FM_CONV2D) continue;
-        size_t s = fm_conv2d_scratch((size_t)L->in_c, (size_t)L->units, (size_t)L->kernel,
-                                     (size_t)L->out_h, (size_t)L->out_w, chunk);
+        const fm_op *op = fm_op_of(a->layers[i].type);
+        size_t s = op->conv_scratch ? op->conv_scratch(&a->layers[i], chunk) : 0;
         if (s > conv) conv = s;
     }
+    size_t B = max_batch, act = align16(B * a->max_size);
     /* one block: floats first (16-float aligned pieces), then the byte masks */
-    size_t act = align16(max_batch * a->max_size);
-    size_t nf = 2 * act + align16(conv) + align16(FM_GEMM_SCRATCH) + align16(max_batch * FM_N_CLASSES);
-    /* eval mode keeps no masks: max-pooling there computes values only */
-    size_t nbytes_masks = 0;
+    size_t nf = align16(conv) + align16(FM_GEMM_SCRATCH) + align16(B * FM_N_CLASSES), nbytes = 0;
     if (train) {
+        nf += 2 * act + align16(B * in_size_of(a));
         for (int i = 0; i < a->n_layers; i++) {
-            nf += align16(max_batch * a->layers[i].out_size);
-            fm_ltype t = a->layers[i].type;
-            if (t == FM_DROPOUT || t == FM_MAXPOOL2D) nbytes_masks += align16(max_batch * a->layers[i].out_size);
+            const fm_layer *L = &a->layers[i];
+            const fm_op *op = fm_op_of(L->type);
+            if (L->type != FM_FLATTEN) nf += align16(B * L->out_size);
+            nf += align16(B * L->out_size);
+            if (op->save_floats) nf += align16(B * op->save_floats(L));
+            if (op->stat_floats) nf += align16(op->stat_floats(L));
+            if (op->save_bytes) nbytes += align16(B * op->save_bytes(L));
         }
+    } else {
+        ws->n_slots = fm_plan_slots(a, ws->slot_of);
+        nf += (size_t)ws->n_slots * act;
     }
-    char *block = malloc(nf * sizeof(float) + (nbytes_masks ? nbytes_masks : 1));
+    char *block = malloc(nf * sizeof(float) + (nbytes ? nbytes : 1));
     if (!block) return fm_seterr(err, "out of memory allocating a workspace for batch %zu", max_batch);
     float *f = (float *)block;
     uint8_t *m = (uint8_t *)(f + nf);
@@ -46,18 +57,26 @@ int fm_ws_create(fm_ws *ws, const fm_arch *a, size_t max_batch, int train, fm_er
     ws->max_batch = max_batch;
     ws->train = train;
     ws->conv_chunk = chunk;
-    ws->ping = f, f += act;
-    ws->pong = f, f += act;
     ws->conv = f, f += align16(conv);
     ws->gemm = f, f += align16(FM_GEMM_SCRATCH);
-    ws->probs = f, f += align16(max_batch * FM_N_CLASSES);
-    if (train) {
-        for (int i = 0; i < a->n_layers; i++) {
-            size_t sz = align16(max_batch * a->layers[i].out_size);
-            ws->act[i] = f, f += sz;
-            fm_ltype t = a->layers[i].type;
-            if (t == FM_DROPOUT || t == FM_MAXPOOL2D) ws->mask[i] = m, m += sz;
-        }
+    ws->probs = f, f += align16(B * FM_N_CLASSES);
+    if (!train) {
+        for (int s = 0; s < ws->n_slots; s++) ws->slots[s] = f, f += act;
+        return 0;
+    }
+    ws->gtmp = f, f += 2 * act;
+    ws->dinput = f, f += align16(B * in_size_of(a));
+    for (int i = 0; i < a->n_layers; i++) {
+        const fm_layer *L = &a->layers[i];
+        const fm_op *op = fm_op_of(L->type);
+        if (L->type == FM_FLATTEN) /* the same numbers: its input's buffer */
+            ws->act[i] = L->in[0] >= 0 ? ws->act[L->in[0]] : NULL;
+        else
+            ws->act[i] = f, f += align16(B * L->out_size);
+        ws->grad[i] = f, f += align16(B * L->out_size);
+        if (op->save_floats) ws->save[i] = f, f += align16(B * op->save_floats(L));
+        if (op->stat_floats) ws->stats[i] = f, f += align16(op->stat_floats(L));
+        if (op->save_bytes) ws->mask[i] = m, m += align16(B * op->save_bytes(L));
     }
     return 0;
 }
@@ -67,215 +86,149 @@ void fm_ws_destroy(fm_ws *ws) {
     memset(ws, 0, sizeof *ws);
 }
 
-/* Runs layer L on in[n, in_size] into out[n, out_size]. */
-static void layer_forward(const fm_layer *L, const float *params, const float *pw, fm_ws *ws, float *out,
-                          uint8_t *mask, const float *in, size_t n, int train, fm_rng *rng) {
-    switch (L->type) {
-    case FM_LINEAR:
-        fm_linear_forward(out, in, params + L->w_off, pw, params + L->b_off, n, (size_t)L->in_c,
-                          (size_t)L->units, ws->gemm);
-        break;
-    case FM_CONV2D:
-        fm_conv2d_forward(out, in, params + L->w_off, pw, params + L->b_off, n, (size_t)L->in_c,
-                          (size_t)L->in_h, (size_t)L->in_w, (size_t)L->units, (size_t)L->kernel,
-                          L->same ? (size_t)L->kernel / 2 : 0, ws->conv, ws->conv_chunk, ws->gemm);
-        break;
-    case FM_MAXPOOL2D:
-        fm_maxpool_forward(out, mask, in, n, (size_t)L->in_c, (size_t)L->in_h, (size_t)L->in_w,
-                           (size_t)L->kernel);
-        break;
-    case FM_RELU:
-        fm_relu_forward(out, in, n * L->out_size);
-        break;
-    case FM_DROPOUT:
-        if (train && L->rate > 0.0f)
-            fm_dropout_forward(out, mask, in, n * L->out_size, L->rate, rng);
-        else if (out != in)
-            memcpy(out, in, n * L->out_size * sizeof(float)); /* identity in eval mode */
-        break;
-    case FM_FLATTEN:
-        if (out != in) memcpy(out, in, n * L->out_size * sizeof(float));
-        break;
-    }
+/* The context of layer i's forward in a training workspace. */
+static fm_lctx train_ctx(const fm_arch *a, const float *params, fm_ws *ws, const float *x, int i, size_t n) {
+    const fm_layer *L = &a->layers[i];
+    fm_lctx c = {.L = L, .n = n, .train = ws->mode, .p = params + L->p_off, .save = ws->save[i], .mask = ws->mask[i],
+                 .stats = ws->stats[i], .conv = ws->conv, .conv_chunk = ws->conv_chunk, .gemm = ws->gemm};
+    c.y = ws->act[i] ? ws->act[i] : (float *)x; /* a flatten of the input is the input */
+    for (int k = 0; k < L->n_in; k++) c.x[k] = L->in[k] >= 0 && ws->act[L->in[k]] ? ws->act[L->in[k]] : x;
+    return c;
 }
 
-/* GEMM shape of a weight layer: N outputs, K inputs per output. */
-static void weight_shape(const fm_layer *L, size_t *N, size_t *K) {
-    *N = (size_t)L->units;
-    *K = L->type == FM_LINEAR ? (size_t)L->in_c : (size_t)L->in_c * (size_t)L->kernel * (size_t)L->kernel;
-}
-
-/* Floats of a weight layer's packed weights: a dense layer's are GEMM
- * operand B (x w^T), a convolution's operand A (w times the patches) or,
- * for a small output, B (patches times w^T; fm_conv2d_packs_b). */
-static int packs_as_a(const fm_layer *L) {
-    return L->type == FM_CONV2D && !fm_conv2d_packs_b((size_t)L->out_h, (size_t)L->out_w);
-}
-
-static size_t packed_floats(const fm_layer *L) {
-    size_t N, K;
-    weight_shape(L, &N, &K);
-    return packs_as_a(L) ? fm_gemm_packed_a_size(N, K) : fm_gemm_packed_size(N, K);
-}
-
-int fm_model_pack(fm_model *m, fm_error *err) {
-    const fm_arch *a = &m->arch;
-    size_t total = 0, N, K;
+/* Reference eval forward in an inference workspace: layer by layer, in slots. */
+static const float *forward_slots(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n) {
     for (int i = 0; i < a->n_layers; i++) {
         const fm_layer *L = &a->layers[i];
-        if (L->type == FM_LINEAR || L->type == FM_CONV2D) total += packed_floats(L);
-    }
-    float *p = malloc((total ? total : 1) * sizeof *p);
-    if (!p) return fm_seterr(err, "out of memory packing the weights of %s (%zu floats)", a->name, total);
-    float *q = p;
-    for (int i = 0; i < a->n_layers; i++) {
-        const fm_layer *L = &a->layers[i];
-        if (L->type != FM_LINEAR && L->type != FM_CONV2D) continue;
-        weight_shape(L, &N, &K);
-        if (packs_as_a(L))
-            fm_gemm_pack_a(N, K, m->params + L->w_off, K, q);
-        else
-            fm_gemm_pack_b(1, N, K, m->params + L->w_off, K, q);
-        q += packed_floats(L);
-    }
-    free(m->packed);
-    m->packed = p;
-    return 0;
-}
-
-static const float *forward(const fm_arch *a, const float *params, const float *packed, fm_ws *ws, const float *x,
-                            size_t n, int train, fm_rng *rng);
-
-const float *fm_forward(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n,
-                        int train, fm_rng *rng) {
-    return forward(a, params, NULL, ws, x, n, train, rng);
-}
-
-/* Index of the first layer after i that is not a dropout (a no-op in
- * inference); -1 when none. */
-static int next_layer(const fm_arch *a, int i) {
-    for (i++; i < a->n_layers; i++)
-        if (a->layers[i].type != FM_DROPOUT) return i;
-    return -1;
-}
-
-static const float *forward(const fm_arch *a, const float *params, const float *packed, fm_ws *ws, const float *x,
-                            size_t n, int train, fm_rng *rng) {
-    const float *in = x;
-    if (train) {
-        for (int i = 0; i < a->n_layers; i++) {
-            layer_forward(&a->layers[i], params, NULL, ws, ws->act[i], ws->mask[i], in, n, 1, rng);
-            in = ws->act[i];
+        if (L->alias_eval) continue; /* its slot is its input's */
+        fm_lctx c = {.L = L, .n = n, .train = 0, .p = params + L->p_off, .conv = ws->conv,
+                     .conv_chunk = ws->conv_chunk, .gemm = ws->gemm};
+        c.y = ws->slots[ws->slot_of[i]];
+        for (int k = 0; k < L->n_in; k++) {
+            int src = L->in[k], s = src >= 0 ? ws->slot_of[src] : FM_SLOT_INPUT;
+            c.x[k] = s >= 0 ? ws->slots[s] : x;
         }
-        return in;
+        fm_op_of(L->type)->forward(&c);
     }
-    /* inference: ping-pong; flatten and dropout are no-ops, relu works in place */
-    const float *pw = packed;
+    int s = ws->slot_of[a->n_layers - 1];
+    return s >= 0 ? ws->slots[s] : x;
+}
+
+const float *fm_forward(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n, int train,
+                        fm_rng *rng) {
+    if (!ws->train) return forward_slots(a, params, ws, x, n);
+    ws->mode = train != 0;
     for (int i = 0; i < a->n_layers; i++) {
+        fm_lctx c = train_ctx(a, params, ws, x, i, n);
+        c.rng = rng;
+        fm_op_of(a->layers[i].type)->forward(&c);
+    }
+    const float *y = ws->act[a->n_layers - 1];
+    return y ? y : x;
+}
+
+void fm_backward_input(const fm_arch *a, const float *params, fm_ws *ws, const float *x, const float *dlogits,
+                       size_t n, float *grads, float *dinput) {
+    int written[FM_MAX_LAYERS] = {0}, input_written = 0;
+    int last = a->n_layers - 1;
+    for (int i = last; i >= 0; i--) {
         const fm_layer *L = &a->layers[i];
-        if (L->type == FM_FLATTEN || L->type == FM_DROPOUT) continue;
-        const float *lpw = NULL;
-        if (pw && (L->type == FM_LINEAR || L->type == FM_CONV2D)) {
-            lpw = pw;
-            pw += packed_floats(L);
-        }
-        int relu = -1, pool = -1; /* a convolution's relu and 2x2 max-pool, fused with its bias */
-        if (L->type == FM_CONV2D) {
-            relu = next_layer(a, i);
-            if (relu >= 0 && a->layers[relu].type == FM_RELU) {
-                pool = next_layer(a, relu);
-                if (pool >= 0 && !(a->layers[pool].type == FM_MAXPOOL2D && a->layers[pool].kernel == 2)) pool = -1;
+        if (i != last && !written[i]) continue; /* no gradient reached it */
+        fm_lctx c = train_ctx(a, params, ws, x, i, n);
+        c.dy = i == last ? dlogits : ws->grad[i];
+        c.dp = grads + L->p_off;
+        /* each input's gradient: written in place by its first reader
+         * (in backward order), into a temporary and added by the others */
+        float *add_to[FM_MAX_INPUTS] = {NULL};
+        for (int k = 0; k < L->n_in; k++) {
+            int src = L->in[k];
+            float *dst = src >= 0 ? ws->grad[src] : dinput;
+            int *w = src >= 0 ? &written[src] : &input_written;
+            if (!dst) {
+                c.dx[k] = NULL;
+            } else if (!*w) {
+                c.dx[k] = dst;
+                *w = 1;
             } else {
-                relu = -1;
+                c.dx[k] = ws->gtmp + (size_t)k * align16(ws->max_batch * a->max_size);
+                add_to[k] = dst;
             }
         }
-        if (relu >= 0) {
-            /* t: the convolution without its bias, in the buffer in is not;
-             * pooling needs the other buffer (in's, free once t is made),
-             * bias + relu work in place */
-            float *t = in == ws->ping ? ws->pong : ws->ping;
-            float *out = pool < 0 ? t : t == ws->ping ? ws->pong : ws->ping;
-            fm_conv2d_forward(t, in, params + L->w_off, lpw, NULL, n, (size_t)L->in_c, (size_t)L->in_h,
-                              (size_t)L->in_w, (size_t)L->units, (size_t)L->kernel,
-                              L->same ? (size_t)L->kernel / 2 : 0, ws->conv, ws->conv_chunk, ws->gemm);
-            size_t OH = (size_t)L->out_h, OW = (size_t)L->out_w;
-            if (pool >= 0)
-                fm_maxpool2_bias_relu(out, t, params + L->b_off, n, (size_t)L->units, OH, OW);
-            else
-                fm_bias_relu(out, t, params + L->b_off, n, (size_t)L->units, OH * OW);
-            in = out;
-            i = pool >= 0 ? pool : relu;
-            continue;
+        fm_op_of(L->type)->backward(&c);
+        for (int k = 0; k < L->n_in; k++) {
+            if (!add_to[k]) continue;
+            size_t sz = L->in[k] >= 0 ? a->layers[L->in[k]].out_size : in_size_of(a);
+            fm_accumulate(add_to[k], c.dx[k], n * sz);
         }
-        float *out;
-        if (L->type == FM_RELU && in != x)
-            out = (float *)(in == ws->ping ? ws->ping : ws->pong);
-        else
-            out = in == ws->ping ? ws->pong : ws->ping;
-        layer_forward(L, params, lpw, ws, out, NULL, in, n, 0, NULL);
-        in = out;
     }
-    return in;
+    if (dinput && !input_written) memset(dinput, 0, n * in_size_of(a) * sizeof(float));
 }
 
-void fm_backward(const fm_arch *a, const float *params, fm_ws *ws, const float *x,
-                 const float *dlogits, size_t n, float *grads) {
-    const float *dy = dlogits;
-    for (int i = a->n_layers - 1; i >= 0; i--) {
+void fm_backward(const fm_arch *a, const float *params, fm_ws *ws, const float *x, const float *dlogits, size_t n,
+                 float *grads) {
+    fm_backward_input(a, params, ws, x, dlogits, n, grads, NULL);
+}
+
+void fm_update_stats(const fm_arch *a, float *params, fm_ws *const *ws, size_t n_ws) {
+    const float *sets[256];
+    if (n_ws > 256) n_ws = 256;
+    for (int i = 0; i < a->n_layers; i++) {
         const fm_layer *L = &a->layers[i];
-        const float *in = i == 0 ? x : ws->act[i - 1];
-        float *dx = i == 0 ? NULL : (dy == ws->ping ? ws->pong : ws->ping);
-        size_t nin = n * L->in_size;
-        switch (L->type) {
-        case FM_LINEAR:
-            fm_linear_backward(dx, grads + L->w_off, grads + L->b_off, dy, in, params + L->w_off, n,
-                               (size_t)L->in_c, (size_t)L->units, ws->gemm);
-            break;
-        case FM_CONV2D:
-            fm_conv2d_backward(dx, grads + L->w_off, grads + L->b_off, dy, in, params + L->w_off, n,
-                               (size_t)L->in_c, (size_t)L->in_h, (size_t)L->in_w, (size_t)L->units,
-                               (size_t)L->kernel, L->same ? (size_t)L->kernel / 2 : 0, ws->conv,
-                               ws->conv_chunk, ws->gemm);
-            break;
-        case FM_MAXPOOL2D:
-            if (dx)
-                fm_maxpool_backward(dx, dy, ws->mask[i], n, (size_t)L->in_c, (size_t)L->in_h,
-                                    (size_t)L->in_w, (size_t)L->kernel);
-            break;
-        case FM_RELU:
-            if (dx) fm_relu_backward(dx, dy, ws->act[i], nin);
-            break;
-        case FM_DROPOUT:
-            if (dx) {
-                if (L->rate > 0.0f)
-                    fm_dropout_backward(dx, dy, ws->mask[i], nin, L->rate);
-                else
-                    memcpy(dx, dy, nin * sizeof(float));
-            }
-            break;
-        case FM_FLATTEN:
-            if (dx) memcpy(dx, dy, nin * sizeof(float));
-            break;
-        }
-        if (!dx) break;
-        dy = dx;
-    }
-}
-
-static void predict(const fm_arch *a, const float *params, const float *packed, fm_ws *ws, const float *x,
-                    size_t n, float *probs) {
-    size_t in_size = (size_t)a->in_c * a->in_h * a->in_w;
-    for (size_t i = 0; i < n; i += ws->max_batch) {
-        size_t nb = n - i < ws->max_batch ? n - i : ws->max_batch;
-        const float *logits = forward(a, params, packed, ws, x + i * in_size, nb, 0, NULL);
-        fm_softmax(probs + i * FM_N_CLASSES, logits, nb, FM_N_CLASSES);
+        const fm_op *op = fm_op_of(L->type);
+        if (!op->update || !ws[0]->stats[i]) continue;
+        for (size_t t = 0; t < n_ws; t++) sets[t] = ws[t]->stats[i];
+        op->update(L, params + L->p_off, sets, n_ws);
     }
 }
 
 void fm_predict(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n, float *probs) {
-    predict(a, params, NULL, ws, x, n, probs);
+    size_t in = in_size_of(a);
+    for (size_t i = 0; i < n; i += ws->max_batch) {
+        size_t nb = n - i < ws->max_batch ? n - i : ws->max_batch;
+        const float *logits = fm_forward(a, params, ws, x + i * in, nb, 0, NULL);
+        fm_softmax(probs + i * FM_N_CLASSES, logits, nb, FM_N_CLASSES);
+    }
+}
+
+/* ---- the plan ---------------------------------------------------------------------- */
+
+int fm_model_pack(fm_model *m, fm_error *err) {
+    const fm_arch *a = &m->arch;
+    fm_plan *p = calloc(1, sizeof *p);
+    int slot[FM_MAX_LAYERS];
+    if (!p) return fm_seterr(err, "out of memory planning %s", a->name);
+    fm_plan_slots(a, slot);
+    fm_planner pl = {.plan = p, .a = a, .slot = slot, .params = m->params};
+    for (int i = 0; i < a->n_layers;) {
+        const fm_op *op = fm_op_of(a->layers[i].type);
+        int last = op->plan ? op->plan(&pl, i) : fm_op_plan_reference(&pl, i);
+        if (last < i) {
+            fm_plan_free(p);
+            free(p);
+            return fm_seterr(err, "out of memory preparing the weights of %s", a->name);
+        }
+        i = last + 1;
+    }
+    p->out_slot = slot[a->n_layers - 1];
+    if (m->plan) {
+        fm_plan_free(m->plan);
+        free(m->plan);
+    }
+    m->plan = p;
+    return 0;
+}
+
+const float *fm_model_forward(const fm_model *m, fm_ws *ws, const float *x, size_t n) {
+    if (!m->plan || ws->train) return fm_forward(&m->arch, m->params, ws, x, n, 0, NULL);
+    fm_run r = {.n = n, .x = x, .slot = ws->slots, .conv = ws->conv, .conv_chunk = ws->conv_chunk, .gemm = ws->gemm};
+    return fm_plan_run(m->plan, &r);
 }
 
 void fm_model_predict(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *probs) {
-    predict(&m->arch, m->params, m->packed, ws, x, n, probs);
+    size_t in = in_size_of(&m->arch);
+    for (size_t i = 0; i < n; i += ws->max_batch) {
+        size_t nb = n - i < ws->max_batch ? n - i : ws->max_batch;
+        const float *logits = fm_model_forward(m, ws, x + i * in, nb);
+        fm_softmax(probs + i * FM_N_CLASSES, logits, nb, FM_N_CLASSES);
+    }
 }

@@ -1,15 +1,24 @@
-/* fm_net.h - a sequential network: parameters, per-thread workspace,
- * forward, backward, predict.
+/* fm_net.h - a network: parameters, per-thread workspace, forward,
+ * backward, predict, and the inference plan of a loaded model.
  *
  * A model (architecture + one contiguous float buffer of parameters + the
- * weight file's metadata) is immutable once loaded and may be shared by any
- * number of threads.  Everything that changes during a forward or backward
- * pass lives in an fm_ws, which each thread owns and allocates once for its
- * largest batch: forward, backward and predict never allocate. */
+ * weight file's metadata + its inference plan) is immutable once loaded and
+ * may be shared by any number of threads.  Everything that changes during a
+ * forward or backward pass lives in an fm_ws, which each thread owns and
+ * allocates once for its largest batch: forward, backward and predict never
+ * allocate.
+ *
+ * Two forward paths, kept apart: the reference (the layer kernels of
+ * fm_layers.h, layer by layer: what training, evaluation and the gradient
+ * checks use) and the plan (fm_plan.h: fused, packed, batch norm folded:
+ * what fm_model_predict serves with), proven equal to the reference
+ * (tests/test_fast.c: bit for bit for the study's networks, within a stated
+ * tolerance where batch norm is folded). */
 #ifndef FM_NET_H
 #define FM_NET_H
 
 #include "fm_arch.h"
+#include "fm_plan.h"
 #include "fm_rng.h"
 
 /* One string metadata entry of a weight file (safetensors __metadata__). */
@@ -20,11 +29,11 @@ typedef struct fm_kv {
 
 typedef struct fm_model {
     fm_arch arch;
-    float *params; /* [arch.n_params], owned */
+    float *params;   /* [arch.n_params], owned */
     size_t n_meta;
-    fm_kv *meta; /* [n_meta], owned (keys and values too) */
+    fm_kv *meta;     /* [n_meta], owned (keys and values too) */
     char sha256[65]; /* hex digest of the weight file it was loaded from ("" otherwise) */
-    float *packed;   /* weights of every linear/conv layer packed for inference (fm_model_pack), owned; or NULL */
+    fm_plan *plan;   /* inference plan (fm_model_pack), owned; NULL: the reference path */
 } fm_model;
 
 /* Allocates zeroed parameters for arch (copied in).  Pair with fm_model_free. */
@@ -35,48 +44,73 @@ const char *fm_model_meta(const fm_model *m, const char *key);
 /* Sets (adds or replaces) a metadata entry; copies both strings. */
 int fm_model_set_meta(fm_model *m, const char *key, const char *value, fm_error *err);
 
-/* Packs the weights of every linear and conv layer once, in the GEMM's
- * panel layout, for fm_model_predict (extra memory: one copy of those
- * weights).  Call again after changing params. */
+/* Builds the inference plan once (fusions, batch norm folded into the
+ * convolution before it, weights packed for the GEMM; extra memory: about
+ * one copy of the weights).  Call again after changing params. */
 int fm_model_pack(fm_model *m, fm_error *err);
 
 /* Workspace for batches of up to max_batch examples.  A training workspace
- * keeps every layer's output, dropout masks and pooling arg-maxes for the
- * backward pass; an inference workspace only two ping-pong buffers. */
+ * keeps every layer's output, its gradient, dropout masks, pooling
+ * arg-maxes and batch statistics for the backward pass; an inference
+ * workspace only the activation slots the architecture needs (fm_plan_slots). */
 typedef struct fm_ws {
     size_t max_batch;
-    int train;
-    float *act[FM_MAX_LAYERS];      /* train: layer i's output [max_batch, out_size] (aliases for flatten) */
-    uint8_t *mask[FM_MAX_LAYERS];   /* train: dropout keep mask / maxpool argmax [max_batch, out_size] */
-    float *ping, *pong;             /* [max_batch, max_size]: inference activations; train: gradients */
-    float *conv;                    /* conv im2col scratch (sized for the largest conv layer) */
-    size_t conv_chunk;              /* images per im2col chunk */
-    float *gemm;                    /* [FM_GEMM_SCRATCH] */
-    float *probs;                   /* [max_batch, 10] softmax output */
-    void *block;                    /* the single allocation behind everything above */
+    int train;                     /* a training workspace */
+    int mode;                      /* the last forward's: 1 training mode, 0 eval (backward follows it) */
+    float *act[FM_MAX_LAYERS];     /* train: layer i's output [max_batch, out_size] (flatten: its input's) */
+    float *grad[FM_MAX_LAYERS];    /* train: its gradient [max_batch, out_size] */
+    float *save[FM_MAX_LAYERS];    /* train: floats a layer keeps for backward */
+    uint8_t *mask[FM_MAX_LAYERS];  /* train: dropout keep mask / maxpool argmax [max_batch, out_size] */
+    float *stats[FM_MAX_LAYERS];   /* train: batch statistics (batch norm) of the last training forward */
+    float *gtmp;                   /* train: [2, max_batch, max_size] gradients to add into a value read twice */
+    float *dinput;                 /* train: [max_batch, in_size] gradient of the network's input */
+    int n_slots;
+    int slot_of[FM_MAX_LAYERS];    /* inference: layer -> slot (FM_SLOT_INPUT: the input itself) */
+    float *slots[FM_MAX_LAYERS];   /* inference: [n_slots][max_batch, max_size] */
+    float *conv;                   /* convolution im2col scratch (sized for the largest) */
+    size_t conv_chunk;             /* images per im2col chunk */
+    float *gemm;                   /* [FM_GEMM_SCRATCH] */
+    float *probs;                  /* [max_batch, 10] softmax output (training: dlogits) */
+    void *block;                   /* the single allocation behind everything above */
 } fm_ws;
 
 int fm_ws_create(fm_ws *ws, const fm_arch *a, size_t max_batch, int train, fm_error *err);
 void fm_ws_destroy(fm_ws *ws); /* safe on a zeroed struct */
 
-/* Forward pass over x [n, in_size] (n <= max_batch).  train != 0 applies
- * dropout with masks drawn from rng (required then; ignored otherwise) and
- * needs a training workspace.  Returns the logits [n, 10], valid until the
- * next call with this workspace. */
-const float *fm_forward(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n,
-                        int train, fm_rng *rng);
+/* Reference forward pass over x [n, in_size] (n <= max_batch).  train != 0
+ * is training mode: dropout with masks drawn from rng (required then), batch
+ * norm on batch statistics (kept in ws->stats for fm_update_stats); it
+ * needs a training workspace.  train = 0 is eval mode (in a training
+ * workspace the activations are kept, so fm_backward may follow: input
+ * gradients of the served function).  Returns the logits [n, 10], valid
+ * until the next call with this workspace. */
+const float *fm_forward(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n, int train,
+                        fm_rng *rng);
 
-/* Backward pass after fm_forward(train=1) on the same x: given dlogits
- * [n, 10], accumulates parameter gradients into grads [n_params] (+=). */
-void fm_backward(const fm_arch *a, const float *params, fm_ws *ws, const float *x,
-                 const float *dlogits, size_t n, float *grads);
+/* Backward pass after fm_forward on the same x with a training workspace,
+ * in the forward's mode: given dlogits [n, 10], accumulates parameter
+ * gradients into grads [n_params] (+=; buffers such as running statistics
+ * get none).  dinput [n, in_size], when not NULL, receives the gradient of
+ * the input (overwritten). */
+void fm_backward(const fm_arch *a, const float *params, fm_ws *ws, const float *x, const float *dlogits, size_t n,
+                 float *grads);
+void fm_backward_input(const fm_arch *a, const float *params, fm_ws *ws, const float *x, const float *dlogits,
+                       size_t n, float *grads, float *dinput);
 
-/* Inference: probabilities [n, 10] for any n (processed in chunks of
- * ws->max_batch; eval mode, so dropout is never applied). */
+/* After a training step: the running statistics in params (batch norm)
+ * from the batch statistics of the n_ws workspaces' last training forwards
+ * (one per thread's share of the batch, averaged in order; workspaces that
+ * saw no example are left out by passing n_ws without them). */
+void fm_update_stats(const fm_arch *a, float *params, fm_ws *const *ws, size_t n_ws);
+
+/* Inference (reference): probabilities [n, 10] for any n (processed in
+ * chunks of ws->max_batch; eval mode). */
 void fm_predict(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n, float *probs);
 
-/* fm_predict for a loaded model: uses its packed weights when it has them
- * (bit-identical results, no per-call packing of the weights). */
+/* Inference for a loaded model: its plan when it has one (fm_model_pack),
+ * else the reference.  Returns the logits of one chunk the same way
+ * fm_forward does (n <= ws->max_batch), or probabilities for any n. */
+const float *fm_model_forward(const fm_model *m, fm_ws *ws, const float *x, size_t n);
 void fm_model_predict(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *probs);
 
 #endif

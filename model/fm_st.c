@@ -34,7 +34,7 @@
 #endif
 _Static_assert(sizeof(float) == 4, "safetensors F32 is a 4-byte IEEE float");
 
-#define MAX_TENSORS (2 * FM_MAX_LAYERS) /* a weight and a bias per layer */
+#define MAX_TENSORS (FM_MAX_TENSORS * FM_MAX_LAYERS)
 #define MAX_RANK 4
 
 /* ---- fm_model (declared in fm_net.h) ------------------------------------ */
@@ -64,7 +64,8 @@ void fm_model_free(fm_model *m) {
     }
     free(m->meta);
     free(m->params);
-    free(m->packed);
+    if (m->plan) fm_plan_free(m->plan);
+    free(m->plan);
     memset(m, 0, sizeof *m);
 }
 
@@ -167,72 +168,34 @@ static void dims_str(char *buf, size_t n, const uint64_t *d, int rank) {
 
 /* One tensor of the architecture, and what the file says about it. */
 typedef struct want {
-    char name[24]; /* "63.weight" */
-    int layer, rank;
+    char name[48]; /* "63.weight", "7.proj.1.running_var" */
+    int rank;
     uint64_t dims[MAX_RANK];
     size_t off, count; /* where it lives in the flat parameter buffer, in floats */
+    int i64;           /* stored as I64 in files (num_batches_tracked), a float in memory */
     int seen;
     uint64_t begin, end; /* byte offsets in the data section, from the file */
 } want;
 
-/* Lists the tensors of a (layer order, weight before bias); returns how many. */
+/* Lists the tensors of a (layer order, PyTorch's state_dict order); returns how many. */
 static int arch_tensors(const fm_arch *a, want *w) {
+    fm_tensor t[FM_MAX_TENSORS];
     int n = 0;
     for (int i = 0; i < a->n_layers; i++) {
-        const fm_layer *L = &a->layers[i];
-        if (L->n_w == 0) continue; /* only linear and conv2d have parameters */
-        want *t = &w[n++];
-        memset(t, 0, sizeof *t);
-        snprintf(t->name, sizeof t->name, "%d.weight", i);
-        t->layer = i;
-        t->dims[0] = (uint64_t)L->units;
-        t->dims[1] = (uint64_t)L->in_c; /* linear: in features (a flat input is C x 1 x 1) */
-        t->rank = 2;
-        if (L->type == FM_CONV2D) {
-            t->dims[2] = t->dims[3] = (uint64_t)L->kernel;
-            t->rank = 4;
+        int nt = fm_layer_tensors(a, i, t);
+        for (int k = 0; k < nt; k++, n++) {
+            memset(&w[n], 0, sizeof w[n]);
+            memcpy(w[n].name, t[k].name, sizeof w[n].name);
+            w[n].rank = t[k].rank;
+            for (int d = 0; d < t[k].rank; d++) w[n].dims[d] = (uint64_t)t[k].dims[d];
+            w[n].off = t[k].off, w[n].count = t[k].count;
+            w[n].i64 = (t[k].flags & FM_T_I64) != 0;
         }
-        t->off = L->w_off, t->count = L->n_w;
-        t = &w[n++];
-        memset(t, 0, sizeof *t);
-        snprintf(t->name, sizeof t->name, "%d.bias", i);
-        t->layer = i;
-        t->dims[0] = (uint64_t)L->units;
-        t->rank = 1;
-        t->off = L->b_off, t->count = L->n_b;
     }
     return n;
 }
 
-/* 1 (and a reason in why) when two architectures do not describe the same
- * layers.  Names and dropout rates are not compared: they do not change
- * which tensors exist or what inference computes. */
-static int arch_differs(const fm_arch *f, const fm_arch *e, char *why, size_t n) {
-    if (f->in_c != e->in_c || f->in_h != e->in_h || f->in_w != e->in_w) {
-        snprintf(why, n, "input %dx%dx%d in the file, %dx%dx%d expected", f->in_c, f->in_h, f->in_w, e->in_c,
-                 e->in_h, e->in_w);
-        return 1;
-    }
-    if (f->n_layers != e->n_layers) {
-        snprintf(why, n, "%d layers in the file, %d expected", f->n_layers, e->n_layers);
-        return 1;
-    }
-    for (int i = 0; i < f->n_layers; i++) {
-        const fm_layer *a = &f->layers[i], *b = &e->layers[i];
-        if (a->type != b->type) {
-            snprintf(why, n, "layer %d is %s in the file, %s expected", i, fm_ltype_name(a->type), fm_ltype_name(b->type));
-            return 1;
-        }
-        int params = a->type == FM_LINEAR || a->type == FM_CONV2D;
-        if ((params && a->units != b->units) ||
-            ((a->type == FM_CONV2D || a->type == FM_MAXPOOL2D) && a->kernel != b->kernel) ||
-            (a->type == FM_CONV2D && a->same != b->same)) {
-            snprintf(why, n, "layer %d (%s) has different outputs, kernel or padding", i, fm_ltype_name(a->type));
-            return 1;
-        }
-    }
-    return 0;
-}
+static size_t elem_bytes(const want *t) { return t->i64 ? 8 : 4; }
 
 /* "classes" metadata must be the JSON array of fm_class_names. */
 static int classes_ok(const char *json) {
@@ -262,9 +225,10 @@ static int check_tensor(const cJSON *e, want *t, size_t data_len, fm_error *err)
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
     if (!cJSON_IsString(dtype)) return fm_seterr(err, "tensor \"%s\": no \"dtype\" string", t->name);
-    if (strcmp(dtype->valuestring, "F32") != 0)
-        return fm_seterr(err, "tensor \"%s\": dtype \"%.16s\" is not supported (only F32; convert with tensor.float())",
-                         t->name, dtype->valuestring);
+    const char *want_dt = t->i64 ? "I64" : "F32";
+    if (strcmp(dtype->valuestring, want_dt) != 0)
+        return fm_seterr(err, "tensor \"%s\": dtype \"%.16s\" is not supported (it must be %s%s)", t->name,
+                         dtype->valuestring, want_dt, t->i64 ? ", as PyTorch saves it" : "; convert with tensor.float()");
 
     char want_s[96], got_s[96];
     dims_str(want_s, sizeof want_s, t->dims, t->rank);
@@ -273,7 +237,7 @@ static int check_tensor(const cJSON *e, want *t, size_t data_len, fm_error *err)
     if (rank != t->rank)
         return fm_seterr(err, "tensor \"%s\": shape has rank %d, the architecture needs %s (rank %d)", t->name, rank,
                          want_s, t->rank);
-    uint64_t dims[MAX_RANK], bytes = sizeof(float);
+    uint64_t dims[MAX_RANK], bytes = elem_bytes(t);
     for (int i = 0; i < rank; i++) {
         if (!json_uint(cJSON_GetArrayItem(shape, i), &dims[i]))
             return fm_seterr(err, "tensor \"%s\": shape must hold non-negative integers", t->name);
@@ -295,9 +259,9 @@ static int check_tensor(const cJSON *e, want *t, size_t data_len, fm_error *err)
                               "is the file truncated?",
                          t->name, (unsigned long long)b, (unsigned long long)en, data_len);
     if (en - b != bytes)
-        return fm_seterr(err, "tensor \"%s\": data_offsets [%llu, %llu] hold %llu bytes, but F32 %s needs %llu",
-                         t->name, (unsigned long long)b, (unsigned long long)en, (unsigned long long)(en - b), got_s,
-                         (unsigned long long)bytes);
+        return fm_seterr(err, "tensor \"%s\": data_offsets [%llu, %llu] hold %llu bytes, but %s %s needs %llu",
+                         t->name, (unsigned long long)b, (unsigned long long)en, (unsigned long long)(en - b), want_dt,
+                         got_s, (unsigned long long)bytes);
     t->begin = b, t->end = en;
     return 0;
 }
@@ -407,7 +371,7 @@ int fm_st_load_buffer(fm_model *m, const uint8_t *buf, size_t len, const fm_arch
             goto done;
         }
         char why[160];
-        if (expect && arch_differs(&arch, expect, why, sizeof why)) {
+        if (expect && fm_arch_differs(&arch, expect, why, sizeof why)) {
             fm_seterr(err, "the file's architecture \"%s\" does not match the expected \"%s\": %s", arch.name,
                       expect->name, why);
             goto done;
@@ -485,7 +449,15 @@ int fm_st_load_buffer(fm_model *m, const uint8_t *buf, size_t len, const fm_arch
     for (int i = 0; i < n_want; i++) {
         const want *t = &wants[i];
         float *dst = tmp.params + t->off;
-        memcpy(dst, data + t->begin, t->count * sizeof(float));
+        if (t->i64) {
+            for (size_t k = 0; k < t->count; k++) {
+                int64_t v;
+                memcpy(&v, data + t->begin + 8 * k, 8);
+                dst[k] = (float)v;
+            }
+        } else {
+            memcpy(dst, data + t->begin, t->count * sizeof(float));
+        }
         for (size_t k = 0; k < t->count; k++) {
             if (!isfinite(dst[k])) {
                 fm_seterr(err, "tensor \"%s\" holds %s at element %zu: a model with non-finite weights would answer NaN",
@@ -596,6 +568,12 @@ int fm_st_save_buffer(const fm_model *m, uint8_t **out, size_t *len, fm_error *e
                 free(ts);
                 return -1;
             }
+            if (ts[i].i64 && !(v >= 0.0f && v == floorf(v))) {
+                fm_seterr(err, "refusing to save: tensor \"%s\" (an I64 count) holds %g at element %zu, not a whole "
+                               "number", ts[i].name, (double)v, k);
+                free(ts);
+                return -1;
+            }
         }
     }
     if (m->n_meta + 4 > FM_ST_MAX_META) {
@@ -630,14 +608,19 @@ int fm_st_save_buffer(const fm_model *m, uint8_t **out, size_t *len, fm_error *e
         }
         ok &= cJSON_AddStringToObject(meta, kv->key, kv->value) != NULL;
     }
-    /* tensors in layer order; their data is the flat buffer as it is */
+    /* tensors in layer order, their data one after another (F32 as the
+     * flat buffer holds them, I64 converted) */
+    size_t n_data = 0;
     for (int i = 0; i < n_t && ok; i++) {
         double dims[MAX_RANK];
         for (int d = 0; d < ts[i].rank; d++) dims[d] = (double)ts[i].dims[d];
-        double offs[2] = {(double)(ts[i].off * sizeof(float)), (double)((ts[i].off + ts[i].count) * sizeof(float))};
+        size_t bytes = ts[i].count * elem_bytes(&ts[i]);
+        ts[i].begin = n_data;
+        double offs[2] = {(double)n_data, (double)(n_data + bytes)};
+        n_data += bytes;
         cJSON *t = cJSON_AddObjectToObject(root, ts[i].name);
         cJSON *shape = cJSON_CreateDoubleArray(dims, ts[i].rank), *o = cJSON_CreateDoubleArray(offs, 2);
-        ok &= t && shape && o && cJSON_AddStringToObject(t, "dtype", "F32") != NULL;
+        ok &= t && shape && o && cJSON_AddStringToObject(t, "dtype", ts[i].i64 ? "I64" : "F32") != NULL;
         if (!ok) {
             cJSON_Delete(shape);
             cJSON_Delete(o);
@@ -656,14 +639,24 @@ int fm_st_save_buffer(const fm_model *m, uint8_t **out, size_t *len, fm_error *e
                   (unsigned long long)FM_ST_MAX_HEADER);
         goto done;
     }
-    size_t n_data = a->n_params * sizeof(float); /* n_params <= 2^28 (fm_arch_finalize) */
-    size_t total = 8 + padded + n_data;
+    size_t total = 8 + padded + n_data; /* n_params <= 2^28 (fm_arch_finalize) */
     uint8_t *b = malloc(total);
     if (!b) goto oom;
     for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     memcpy(b + 8, h, hl);
     memset(b + 8 + hl, ' ', padded - hl);
-    if (n_data) memcpy(b + 8 + padded, m->params, n_data);
+    for (int i = 0; i < n_t; i++) {
+        uint8_t *d = b + 8 + padded + ts[i].begin;
+        const float *src = m->params + ts[i].off;
+        if (!ts[i].i64) {
+            memcpy(d, src, ts[i].count * sizeof(float));
+            continue;
+        }
+        for (size_t k = 0; k < ts[i].count; k++) {
+            int64_t v = (int64_t)src[k];
+            memcpy(d + 8 * k, &v, 8);
+        }
+    }
     *out = b;
     *len = total;
     rc = 0;

@@ -135,6 +135,8 @@ double fm_pool_gradient(fm_pool *p, const float *params, const fm_dataset *ds, c
                         .n = end - start, .batch_n = n, .seed = seed, .epoch = epoch, .batch = batch};
     }
     fan_out(grad_job, jobs, T);
+    p->n_active = 0;
+    for (size_t t = 0; t < T; t++) p->n_active += jobs[t].n > 0;
     double loss = 0.0;
     size_t correct = 0;
     float *g0 = p->grads[0];
@@ -149,6 +151,12 @@ double fm_pool_gradient(fm_pool *p, const float *params, const fm_dataset *ds, c
     }
     if (n_correct) *n_correct += correct;
     return loss;
+}
+
+void fm_pool_update_stats(fm_pool *p, float *params) {
+    fm_ws *ws[256];
+    for (size_t t = 0; t < p->n_active; t++) ws[t] = &p->ws[t];
+    if (p->n_active) fm_update_stats(p->arch, params, ws, p->n_active);
 }
 
 static void *eval_job(void *arg) {

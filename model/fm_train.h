@@ -22,6 +22,7 @@ typedef struct fm_pool {
     float **x;          /* [n_threads][slice, in_size] batch pixels as float */
     uint8_t **y;        /* [n_threads][slice] labels */
     fm_ws *eval_ws;     /* [n_threads] inference workspaces for evaluation */
+    size_t n_active;    /* threads that had examples in the last fm_pool_gradient */
 } fm_pool;
 
 int fm_pool_create(fm_pool *p, const fm_arch *a, size_t n_threads, size_t max_batch, fm_error *err);
@@ -32,6 +33,12 @@ void fm_pool_destroy(fm_pool *p); /* safe on a zeroed struct */
  * *n_correct.  seed/epoch/batch pick the dropout streams. */
 double fm_pool_gradient(fm_pool *p, const float *params, const fm_dataset *ds, const uint32_t *idx,
                         size_t n, uint64_t seed, uint64_t epoch, uint64_t batch, size_t *n_correct);
+
+/* After the optimiser step that used the last fm_pool_gradient: the running
+ * statistics in params (batch norm) from that batch's statistics, each
+ * thread's share averaged in thread order (so with one thread exactly
+ * PyTorch's update; deterministic for a thread count). */
+void fm_pool_update_stats(fm_pool *p, float *params);
 
 typedef struct fm_eval {
     double loss;     /* mean cross-entropy */

@@ -63,7 +63,7 @@ static int model_clone(fm_model *dst, const fm_model *src) {
             return -1;
         }
     memcpy(dst->sha256, src->sha256, sizeof dst->sha256);
-    if (src->packed && fm_model_pack(dst, &e) != 0) {
+    if (src->plan && fm_model_pack(dst, &e) != 0) {
         fm_model_free(dst);
         return -1;
     }

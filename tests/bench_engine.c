@@ -91,7 +91,7 @@ static int bench_model(const char *name, size_t batch, fm_rng *r) {
         memcpy(pm.params, params, a.n_params * sizeof *params);
         if (fm_model_pack(&pm, &err)) fm_model_free(&pm);
     }
-    if (!pm.packed) {
+    if (!pm.plan) {
         fprintf(stderr, "bench_engine: %s: %s\n", name, err.msg[0] ? err.msg : "out of memory");
         goto done;
     }

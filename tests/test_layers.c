@@ -30,6 +30,8 @@
  *     are smaller than max|y|).  TOL_PL = 5e-4 (+ 1e-3 relative) is a 5x
  *     margin over that estimate, and far below the O(0.1) error of a real
  *     bug (a missing term, a transposed index, a wrong scale).
+ *   - Batch norm is smooth too; its own step and tolerance are explained
+ *     next to its test (H_BN, TOL_BN).
  *   - Softmax-cross-entropy is smooth and its loss is computed in double
  *     from float logits, so roundoff is ~1e-16 / h: negligible.  Truncation
  *     is h^2/6 max|d^3 L / dz^3| <= h^2/6 * 0.0963 (the largest value of
@@ -355,7 +357,7 @@ START_TEST(test_linear_golden) {
     const float dw_want[6] = {11, 12, 13, 10, 12, 10}, db_want[2] = {11, 12};
     float *gemm = falloc(FM_GEMM_SCRATCH);
     float y[4], dx[6], dw[6], db[2];
-    fm_linear_forward(y, x, w, NULL, b, 2, 3, 2, gemm);
+    fm_linear_forward(y, x, w, b, 2, 3, 2, gemm);
     for (size_t i = 0; i < 4; i++) ck_assert_msg(y[i] == y_want[i], "y[%zu] = %g", i, (double)y[i]);
     for (size_t i = 0; i < 6; i++) dw[i] = 10;
     db[0] = db[1] = 10;
@@ -377,7 +379,7 @@ typedef struct lin_ctx {
 
 static void lin_fwd(probe *pr) {
     lin_ctx *c = pr->ctx;
-    fm_linear_forward(pr->y, c->x, c->w, NULL, c->b, c->N, c->I, c->O, c->gemm);
+    fm_linear_forward(pr->y, c->x, c->w, c->b, c->N, c->I, c->O, c->gemm);
 }
 
 /* _i = 0: 3x4 -> 5; _i = 1: 7x20 -> 17 (crosses NR = 16 and MR = 6) */
@@ -422,7 +424,7 @@ static void conv_fwd_alloc(float *y, const float *x, const float *w, const float
     size_t OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1;
     float *scratch = falloc(fm_conv2d_scratch(C, O, K, OH, OW, chunk)),
           *gemm = falloc(FM_GEMM_SCRATCH);
-    fm_conv2d_forward(y, x, w, NULL, b, N, C, H, W, O, K, P, scratch, chunk, gemm);
+    fm_conv2d_forward(y, x, w, b, N, C, H, W, O, K, 1, P, scratch, chunk, gemm);
     free(scratch), free(gemm);
 }
 
@@ -473,35 +475,38 @@ END_TEST
 
 typedef struct conv_ctx {
     float *x, *w, *b, *scratch, *gemm;
-    size_t N, C, H, W, O, K, P, chunk;
+    size_t N, C, H, W, O, K, S, P, chunk;
 } conv_ctx;
 
 static void conv_fwd(probe *pr) {
     conv_ctx *c = pr->ctx;
-    fm_conv2d_forward(pr->y, c->x, c->w, NULL, c->b, c->N, c->C, c->H, c->W, c->O, c->K, c->P, c->scratch,
+    fm_conv2d_forward(pr->y, c->x, c->w, c->b, c->N, c->C, c->H, c->W, c->O, c->K, c->S, c->P, c->scratch,
                       c->chunk, c->gemm);
 }
 
-/* The cases: {N, C, H, W, O, K, P, chunk} */
-static const size_t conv_cases[][8] = {
-    {2, 2, 5, 6, 3, 3, 0, 2}, /* valid, k = 3 */
-    {2, 2, 5, 4, 3, 3, 1, 2}, /* same, k = 3 */
-    {1, 1, 5, 6, 2, 5, 2, 1}, /* same, k = 5: padding 2 on a 5-row input */
-    {2, 3, 4, 5, 2, 2, 0, 2}, /* valid, k = 2 (even kernel) */
-    {5, 2, 4, 4, 3, 3, 1, 2}, /* N > chunk: chunks of 2, 2 and a tail of 1 */
-    {3, 1, 6, 5, 2, 3, 0, 1}, /* chunk = 1 */
+/* The cases: {N, C, H, W, O, K, S, P, chunk} */
+static const size_t conv_cases[][9] = {
+    {2, 2, 5, 6, 3, 3, 1, 0, 2}, /* valid, k = 3 */
+    {2, 2, 5, 4, 3, 3, 1, 1, 2}, /* same, k = 3 */
+    {1, 1, 5, 6, 2, 5, 1, 2, 1}, /* same, k = 5: padding 2 on a 5-row input */
+    {2, 3, 4, 5, 2, 2, 1, 0, 2}, /* valid, k = 2 (even kernel) */
+    {5, 2, 4, 4, 3, 3, 1, 1, 2}, /* N > chunk: chunks of 2, 2 and a tail of 1 */
+    {3, 1, 6, 5, 2, 3, 1, 0, 1}, /* chunk = 1 */
+    {2, 2, 7, 6, 3, 3, 2, 1, 2}, /* stride 2, same: 7x6 -> 4x3 (odd rows: the last row read once) */
+    {2, 3, 6, 6, 4, 3, 2, 0, 2}, /* stride 2, valid: 6x6 -> 2x2 (the last row and column unread) */
+    {2, 3, 7, 5, 4, 1, 2, 0, 1}, /* 1x1 stride 2 (a ResNet projection): 7x5 -> 4x3 */
 };
 #define N_CONV_CASES (sizeof conv_cases / sizeof conv_cases[0])
 
 /* Forward against the definition in double (fm_layers.h):
- * y[n,o,oh,ow] = b[o] + sum_{c,kh,kw} w[o,c,kh,kw] x[n,c,oh+kh-P,ow+kw-P], zero
+ * y[n,o,oh,ow] = b[o] + sum_{c,kh,kw} w[o,c,kh,kw] x[n,c,oh*S+kh-P,ow*S+kw-P], zero
  * outside x; tolerance (C K^2 + 2) u sum |terms|, as for GEMM.  Then finite
  * differences for dx, dw, db. */
 START_TEST(test_conv_gradcheck) {
     const size_t *cs = conv_cases[_i];
-    size_t N = cs[0], C = cs[1], H = cs[2], W = cs[3], O = cs[4], K = cs[5], P = cs[6],
-           chunk = cs[7];
-    size_t OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1;
+    size_t N = cs[0], C = cs[1], H = cs[2], W = cs[3], O = cs[4], K = cs[5], S = cs[6], P = cs[7],
+           chunk = cs[8];
+    size_t OH = fm_conv_out(H, K, S, P), OW = fm_conv_out(W, K, S, P);
     size_t nx = N * C * H * W, nw = O * C * K * K, ny = N * O * OH * OW;
     fm_rng rng;
     fm_rng_seed(&rng, 200 + (uint64_t)_i);
@@ -516,6 +521,7 @@ START_TEST(test_conv_gradcheck) {
                   W,
                   O,
                   K,
+                  S,
                   P,
                   chunk};
     float *y = falloc(ny), *r = falloc(ny), *dx = falloc(nx), *dw = falloc(nw), *db = falloc(O);
@@ -534,7 +540,7 @@ START_TEST(test_conv_gradcheck) {
                     for (size_t ci = 0; ci < C; ci++)
                         for (size_t kh = 0; kh < K; kh++)
                             for (size_t kw = 0; kw < K; kw++) {
-                                long ih = (long)(oh + kh) - (long)P, iw = (long)(ow + kw) - (long)P;
+                                long ih = (long)(oh * S + kh) - (long)P, iw = (long)(ow * S + kw) - (long)P;
                                 if (ih < 0 || iw < 0 || ih >= (long)H || iw >= (long)W) continue;
                                 double t = (double)c.w[((o * C + ci) * K + kh) * K + kw] *
                                            c.x[((n * C + ci) * H + (size_t)ih) * W + (size_t)iw];
@@ -546,7 +552,7 @@ START_TEST(test_conv_gradcheck) {
 
     for (size_t i = 0; i < nw; i++) dw[i] = 0.25f; /* backward accumulates */
     for (size_t i = 0; i < O; i++) db[i] = 0.25f;
-    fm_conv2d_backward(dx, dw, db, r, c.x, c.w, N, C, H, W, O, K, P, c.scratch, chunk, c.gemm);
+    fm_conv2d_backward(dx, dw, db, r, c.x, c.w, N, C, H, W, O, K, S, P, c.scratch, chunk, c.gemm);
     for (size_t i = 0; i < nw; i++) dw[i] -= 0.25f;
     for (size_t i = 0; i < O; i++) db[i] -= 0.25f;
     ck_assert(check_grad(&pr, "conv dx", c.x, dx, nx, H_PL, TOL_PL, TOL_REL) > 0.1);
@@ -555,7 +561,12 @@ START_TEST(test_conv_gradcheck) {
 
     /* dx = NULL: parameter gradients only, the same values */
     float *dw2 = falloc(nw), *db2 = falloc(O);
-    fm_conv2d_backward(NULL, dw2, db2, r, c.x, c.w, N, C, H, W, O, K, P, c.scratch, chunk, c.gemm);
+    fm_conv2d_backward(NULL, dw2, db2, r, c.x, c.w, N, C, H, W, O, K, S, P, c.scratch, chunk, c.gemm);
+    for (size_t i = 0; i < nw; i++) ck_assert_float_eq_tol(dw2[i], dw[i], 1e-5);
+    for (size_t i = 0; i < O; i++) ck_assert_float_eq_tol(db2[i], db[i], 1e-5);
+    /* db = NULL (a convolution without bias): the same weight gradient */
+    memset(dw2, 0, nw * sizeof *dw2);
+    fm_conv2d_backward(NULL, dw2, NULL, r, c.x, c.w, N, C, H, W, O, K, S, P, c.scratch, chunk, c.gemm);
     for (size_t i = 0; i < nw; i++) ck_assert_float_eq_tol(dw2[i], dw[i], 1e-5);
     for (size_t i = 0; i < O; i++) ck_assert_float_eq_tol(db2[i], db[i], 1e-5);
     free(dw2), free(db2);
@@ -581,9 +592,8 @@ START_TEST(test_conv_chunk_invariance) {
     fill(dy, ny, &rng, -1, 1);
     for (int k = 0; k < 4; k++) {
         y[k] = falloc(ny), dx[k] = falloc(nx), dw[k] = falloc(nw), db[k] = falloc(O);
-        fm_conv2d_forward(y[k], x, w, NULL, b, N, C, H, W, O, K, P, scratch, chunks[k], gemm);
-        fm_conv2d_backward(dx[k], dw[k], db[k], dy, x, w, N, C, H, W, O, K, P, scratch, chunks[k],
-                           gemm);
+        fm_conv2d_forward(y[k], x, w, b, N, C, H, W, O, K, 1, P, scratch, chunks[k], gemm);
+        fm_conv2d_backward(dx[k], dw[k], db[k], dy, x, w, N, C, H, W, O, K, 1, P, scratch, chunks[k], gemm);
     }
     for (int k = 1; k < 4; k++) {
         for (size_t i = 0; i < ny; i++) ck_assert_float_eq_tol(y[k][i], y[0][i], 1e-5);
@@ -593,48 +603,6 @@ START_TEST(test_conv_chunk_invariance) {
     }
     for (int k = 0; k < 4; k++) free(y[k]), free(dx[k]), free(dw[k]), free(db[k]);
     free(x), free(w), free(b), free(dy), free(gemm), free(scratch);
-}
-END_TEST
-
-/* Inference with packed weights gathers the patches straight into the GEMM
- * panels (runs of columns as vector loads where they fit, element by
- * element where not), or for outputs of fewer than 16 positions computes
- * patches x weights^T: bit for bit the im2col path, on shapes with wide and
- * narrow outputs (one to four runs per half strip, and more), several
- * images per chunk, and inputs sized exactly (ASan sees any read past them). */
-START_TEST(test_conv_packed_identical) {
-    static const size_t shapes[][7] = {
-        /* C, H, W, O, K, N, chunk */
-        {1, 28, 28, 32, 3, 1, 1}, {32, 13, 13, 64, 3, 1, 1}, {64, 5, 5, 128, 3, 1, 1}, {2, 4, 3, 5, 3, 3, 3},
-        {3, 7, 9, 4, 2, 4, 2},    {1, 5, 20, 3, 5, 2, 2},    {2, 3, 3, 3, 3, 5, 5},      {4, 6, 6, 7, 3, 6, 4},
-        {1, 2, 40, 2, 2, 3, 3},   {5, 9, 4, 3, 4, 2, 1},
-    };
-    fm_rng rng;
-    fm_rng_seed(&rng, 310);
-    float *gemm = falloc(FM_GEMM_SCRATCH);
-    for (size_t t = 0; t < 2 * sizeof shapes / sizeof shapes[0]; t++) {
-        size_t s = t / 2, P = t % 2; /* each shape valid, then zero-padded by one */
-        size_t C = shapes[s][0], H = shapes[s][1], W = shapes[s][2], O = shapes[s][3], K = shapes[s][4];
-        size_t N = shapes[s][5], chunk = shapes[s][6], OH = H + 2 * P - K + 1, OW = W + 2 * P - K + 1;
-        size_t ckk = C * K * K, nx = N * C * H * W, ny = N * O * OH * OW;
-        int as_b = fm_conv2d_packs_b(OH, OW);
-        float *x = falloc(nx), *w = falloc(O * ckk), *b = falloc(O);
-        float *pw = falloc(as_b ? fm_gemm_packed_size(O, ckk) : fm_gemm_packed_a_size(O, ckk));
-        float *y0 = falloc(ny), *y1 = falloc(ny), *scratch = falloc(fm_conv2d_scratch(C, O, K, OH, OW, chunk));
-        fill(x, nx, &rng, -1, 1);
-        fill(w, O * ckk, &rng, -1, 1);
-        fill(b, O, &rng, -1, 1);
-        for (size_t i = 0; i < nx; i += 3) x[i] = 0.0f; /* zeros as the server's inputs have */
-        if (as_b)
-            fm_gemm_pack_b(1, O, ckk, w, ckk, pw);
-        else
-            fm_gemm_pack_a(O, ckk, w, ckk, pw);
-        fm_conv2d_forward(y0, x, w, NULL, b, N, C, H, W, O, K, P, scratch, chunk, gemm);
-        fm_conv2d_forward(y1, x, w, pw, b, N, C, H, W, O, K, P, scratch, chunk, gemm);
-        ck_assert_msg(memcmp(y0, y1, ny * sizeof *y0) == 0, "shape %zu, padding %zu: packed conv differs", s, P);
-        free(x), free(w), free(b), free(pw), free(y0), free(y1), free(scratch);
-    }
-    free(gemm);
 }
 END_TEST
 
@@ -941,6 +909,230 @@ START_TEST(test_xent_gradcheck) {
 }
 END_TEST
 
+
+/* ---- label smoothing ------------------------------------------------------------- */
+
+/* Smoothing s: the loss is -sum_k q_k log p_k, q = (1 - s) onehot + s/K,
+ * checked against that sum in double and by finite differences; s = 0 is
+ * exactly the plain cross-entropy. */
+START_TEST(test_xent_smooth) {
+    size_t N = 3, K = 10;
+    const float sm = 0.1f;
+    fm_rng rng;
+    fm_rng_seed(&rng, 810);
+    float *z = falloc(N * K), *d = falloc(N * K), *d0 = falloc(N * K), *d1 = falloc(N * K);
+    const uint8_t lab[3] = {2, 7, 0};
+    fill(z, N * K, &rng, -3, 3);
+    double l0 = fm_xent_forward_backward(d0, NULL, z, lab, N, K, 0.5f);
+    double l1 = fm_xent_smooth_forward_backward(d1, NULL, z, lab, N, K, 0.5f, 0.0f);
+    ck_assert(l0 == l1);
+    ck_assert_mem_eq(d0, d1, N * K * sizeof *d0);
+    size_t correct = 0;
+    double loss = fm_xent_smooth_forward_backward(d, &correct, z, lab, N, K, 1.0f, sm);
+    double want = 0.0;
+    for (size_t n = 0; n < N; n++) {
+        double s = 0.0;
+        for (size_t k = 0; k < K; k++) s += exp((double)z[n * K + k]);
+        for (size_t k = 0; k < K; k++) {
+            double q = sm / (double)K + (k == lab[n] ? 1.0 - sm : 0.0);
+            want -= q * ((double)z[n * K + k] - log(s));
+        }
+    }
+    ck_assert_double_eq_tol(loss, want, 1e-9);
+    double gmax = 0.0;
+    for (size_t i = 0; i < N * K; i++) {
+        float v0 = z[i];
+        z[i] = v0 + H_XENT;
+        double vp = z[i], Lp = fm_xent_smooth_forward_backward(NULL, NULL, z, lab, N, K, 1.0f, sm);
+        z[i] = v0 - H_XENT;
+        double vm = z[i], Lm = fm_xent_smooth_forward_backward(NULL, NULL, z, lab, N, K, 1.0f, sm);
+        z[i] = v0;
+        double num = (Lp - Lm) / (vp - vm);
+        ck_assert_msg(fabs(num - d[i]) <= TOL_XENT, "smoothed xent dz[%zu]: finite difference %.9g, backward %.9g", i,
+                      num, (double)d[i]);
+        if (fabs(d[i]) > gmax) gmax = fabs(d[i]);
+    }
+    ck_assert(gmax > 0.1);
+    free(z), free(d), free(d0), free(d1);
+}
+END_TEST
+
+/* ---- batch norm ---------------------------------------------------------------------- */
+
+/* Batch norm is smooth, not piecewise linear: the central difference has a
+ * truncation error h^2/6 |L'''|; with h = 1/64, values of order 1 and 12 to
+ * 30 values a channel, that is ~1e-4.  Float roundoff of L (~1e-6 here)
+ * adds ~1e-6 / h ~ 1e-4.  TOL_BN 2e-3 (+ 1e-2 relative) is a 10x margin
+ * and far below the O(0.1) error of a wrong term. */
+#define H_BN 0.015625f
+#define TOL_BN 2e-3
+#define TOL_BN_REL 1e-2
+
+typedef struct bn_ctx {
+    float *x, *gamma, *beta, *rmean, *rvar, *stats;
+    size_t N, C, HW;
+    int train;
+} bn_ctx;
+
+static void bn_fwd(probe *pr) {
+    bn_ctx *c = pr->ctx;
+    if (c->train)
+        fm_batchnorm_forward_train(pr->y, c->stats, c->x, c->gamma, c->beta, c->N, c->C, c->HW, 1e-5f);
+    else
+        fm_batchnorm_forward_eval(pr->y, c->x, c->gamma, c->beta, c->rmean, c->rvar, c->N, c->C, c->HW, 1e-5f);
+}
+
+/* _i: {train, eval} x {batchnorm2d 3x2x2x2 (HW 4), batchnorm1d 6x5 (HW 1)} */
+START_TEST(test_batchnorm_gradcheck) {
+    int train = _i % 2 == 0;
+    size_t N = _i < 2 ? 3 : 6, C = _i < 2 ? 2 : 5, HW = _i < 2 ? 4 : 1, nx = N * C * HW;
+    fm_rng rng;
+    fm_rng_seed(&rng, 900 + (uint64_t)_i);
+    bn_ctx c = {falloc(nx), falloc(C), falloc(C), falloc(C), falloc(C), falloc(3 * C), N, C, HW, train};
+    float *y = falloc(nx), *r = falloc(nx), *dx = falloc(nx), *dg = falloc(C), *db = falloc(C);
+    fill(c.x, nx, &rng, -1, 2);
+    fill(c.gamma, C, &rng, 0.5f, 1.5f);
+    fill(c.beta, C, &rng, -1, 1);
+    fill(c.rmean, C, &rng, -0.5f, 0.5f);
+    fill(c.rvar, C, &rng, 0.5f, 2);
+    fill(r, nx, &rng, -1, 1);
+    probe pr = {bn_fwd, y, nx, r, &c};
+    bn_fwd(&pr);
+    if (train) {
+        /* the normalised output of each channel has mean beta and (biased) variance gamma^2 */
+        for (size_t ch = 0; ch < C; ch++) {
+            double m = 0, v = 0;
+            for (size_t n = 0; n < N; n++)
+                for (size_t i = 0; i < HW; i++) m += y[(n * C + ch) * HW + i];
+            m /= (double)(N * HW);
+            for (size_t n = 0; n < N; n++)
+                for (size_t i = 0; i < HW; i++) v += pow(y[(n * C + ch) * HW + i] - m, 2);
+            v /= (double)(N * HW);
+            ck_assert_double_eq_tol(m, c.beta[ch], 1e-5);
+            ck_assert_double_eq_tol(v, (double)c.gamma[ch] * c.gamma[ch], 1e-3);
+        }
+    }
+    for (size_t k = 0; k < C; k++) dg[k] = db[k] = 0.25f; /* accumulated */
+    if (train)
+        fm_batchnorm_backward_train(dx, dg, db, r, c.x, c.stats, c.gamma, N, C, HW);
+    else
+        fm_batchnorm_backward_eval(dx, dg, db, r, c.x, c.gamma, c.rmean, c.rvar, N, C, HW, 1e-5f);
+    for (size_t k = 0; k < C; k++) dg[k] -= 0.25f, db[k] -= 0.25f;
+    ck_assert(check_grad(&pr, train ? "bn(train) dx" : "bn(eval) dx", c.x, dx, nx, H_BN, TOL_BN, TOL_BN_REL) > 0.05);
+    ck_assert(check_grad(&pr, "bn dgamma", c.gamma, dg, C, H_BN, TOL_BN, TOL_BN_REL) > 0.05);
+    ck_assert(check_grad(&pr, "bn dbeta", c.beta, db, C, H_BN, TOL_BN, TOL_BN_REL) > 0.05);
+    /* dx = NULL: the parameter gradients alone, the same */
+    float *dg2 = falloc(C), *db2 = falloc(C);
+    bn_fwd(&pr);
+    if (train)
+        fm_batchnorm_backward_train(NULL, dg2, db2, r, c.x, c.stats, c.gamma, N, C, HW);
+    else
+        fm_batchnorm_backward_eval(NULL, dg2, db2, r, c.x, c.gamma, c.rmean, c.rvar, N, C, HW, 1e-5f);
+    for (size_t k = 0; k < C; k++) {
+        ck_assert_float_eq_tol(dg2[k], dg[k], 1e-5);
+        ck_assert_float_eq_tol(db2[k], db[k], 1e-5);
+    }
+    free(dg2), free(db2);
+    free(c.x), free(c.gamma), free(c.beta), free(c.rmean), free(c.rvar), free(c.stats);
+    free(y), free(r), free(dx), free(dg), free(db);
+}
+END_TEST
+
+/* Batch statistics and the running update, by hand: one channel of
+ * x = [1, 2, 3, 6]: mean 3, biased variance (4 + 1 + 0 + 9) / 4 = 3.5,
+ * unbiased 14 / 3; momentum 0.1 from running (0, 1): mean 0.3,
+ * var 0.9 + 0.1 * 14/3, tracked 1.  Two sets are averaged in order. */
+START_TEST(test_batchnorm_stats_update) {
+    const float x[4] = {1, 2, 3, 6}, g = 2.0f, b = 0.5f;
+    float y[4], st[3], st2[3] = {5.0f, 1.0f, 2.0f};
+    fm_batchnorm_forward_train(y, st, x, &g, &b, 4, 1, 1, 0.0f);
+    ck_assert_float_eq_tol(st[0], 3.0f, 1e-7);
+    ck_assert_float_eq_tol(st[1], 1.0f / sqrtf(3.5f), 1e-7);
+    ck_assert_float_eq_tol(st[2], 14.0f / 3.0f, 1e-6);
+    ck_assert_float_eq_tol(y[3], (6.0f - 3.0f) / sqrtf(3.5f) * 2.0f + 0.5f, 1e-6);
+    float rm = 0.0f, rv = 1.0f, tr = 0.0f;
+    const float *sets[2] = {st, st2};
+    fm_batchnorm_update(&rm, &rv, &tr, sets, 1, 1, 0.1f);
+    ck_assert_float_eq_tol(rm, 0.3f, 1e-7);
+    ck_assert_float_eq_tol(rv, 0.9f + 0.1f * 14.0f / 3.0f, 1e-6);
+    ck_assert(tr == 1.0f);
+    rm = 0.0f, rv = 1.0f;
+    fm_batchnorm_update(&rm, &rv, &tr, sets, 2, 1, 0.1f); /* the sets' mean: (3 + 5) / 2, (14/3 + 2) / 2 */
+    ck_assert_float_eq_tol(rm, 0.4f, 1e-7);
+    ck_assert_float_eq_tol(rv, 0.9f + 0.1f * (14.0f / 3.0f + 2.0f) / 2.0f, 1e-6);
+    ck_assert(tr == 2.0f);
+}
+END_TEST
+
+/* ---- average pools, add --------------------------------------------------------------- */
+
+typedef struct avg_ctx {
+    float *x;
+    size_t N, C, H, W, S;
+    int global;
+} avg_ctx;
+
+static void avg_fwd(probe *pr) {
+    avg_ctx *c = pr->ctx;
+    if (c->global)
+        fm_gap_forward(pr->y, c->x, c->N, c->C, c->H * c->W);
+    else
+        fm_avgpool_forward(pr->y, c->x, c->N, c->C, c->H, c->W, c->S);
+}
+
+START_TEST(test_avgpool_golden) {
+    /* 2x2 windows of a 3x4 plane (floor: row 2 unused):
+     *   1 2 | 3 5     means (1+2+4+5)/4 = 3, (3+5+6+2)/4 = 4
+     *   4 5 | 6 2
+     *   9 9   9 9     global mean (28 + 36) / 12 */
+    const float x[12] = {1, 2, 3, 5, 4, 5, 6, 2, 9, 9, 9, 9};
+    float y[2], g[1], dx[12];
+    fm_avgpool_forward(y, x, 1, 1, 3, 4, 2);
+    ck_assert(y[0] == 3.0f && y[1] == 4.0f);
+    fm_gap_forward(g, x, 1, 1, 12);
+    ck_assert_float_eq_tol(g[0], 64.0f / 12.0f, 1e-6);
+    const float dy[2] = {4, 8};
+    fm_avgpool_backward(dx, dy, 1, 1, 3, 4, 2);
+    const float want[12] = {1, 1, 2, 2, 1, 1, 2, 2, 0, 0, 0, 0};
+    for (size_t i = 0; i < 12; i++) ck_assert_msg(dx[i] == want[i], "avgpool dx[%zu] = %g", i, (double)dx[i]);
+    const float dg = 6.0f;
+    fm_gap_backward(dx, &dg, 1, 1, 12);
+    for (size_t i = 0; i < 12; i++) ck_assert(dx[i] == 0.5f);
+}
+END_TEST
+
+/* _i = 0: avgpool 2x2 on 2x3x5x4 (odd rows floored); _i = 1: global average of 2x3x3x4 */
+START_TEST(test_avgpool_gradcheck) {
+    avg_ctx c = {NULL, 2, 3, _i ? 3 : 5, 4, 2, _i};
+    size_t nx = c.N * c.C * c.H * c.W, ny = _i ? c.N * c.C : c.N * c.C * (c.H / 2) * (c.W / 2);
+    fm_rng rng;
+    fm_rng_seed(&rng, 950 + (uint64_t)_i);
+    c.x = falloc(nx);
+    float *y = falloc(ny), *r = falloc(ny), *dx = falloc(nx);
+    fill(c.x, nx, &rng, -1, 1);
+    fill(r, ny, &rng, -1, 1);
+    probe pr = {avg_fwd, y, ny, r, &c};
+    for (size_t i = 0; i < nx; i++) dx[i] = 7.0f; /* overwritten */
+    if (_i)
+        fm_gap_backward(dx, r, c.N, c.C, c.H * c.W);
+    else
+        fm_avgpool_backward(dx, r, c.N, c.C, c.H, c.W, 2);
+    ck_assert(check_grad(&pr, _i ? "gap dx" : "avgpool dx", c.x, dx, nx, H_PL, TOL_PL, TOL_REL) > 0.01);
+    free(c.x), free(y), free(r), free(dx);
+}
+END_TEST
+
+START_TEST(test_add_accumulate) {
+    float a[5] = {1, 2, 3, 4, 5}, b[5] = {10, 20, 30, 40, -5}, y[5];
+    fm_add_forward(y, a, b, 5);
+    for (size_t i = 0; i < 5; i++) ck_assert(y[i] == a[i] + b[i]);
+    fm_add_forward(a, a, b, 5); /* in place */
+    ck_assert_mem_eq(a, y, sizeof y);
+    fm_accumulate(y, b, 5);
+    for (size_t i = 0; i < 5; i++) ck_assert(y[i] == a[i] + b[i]);
+}
+END_TEST
+
 /* ---- the suite ----------------------------------------------------------------------- */
 
 static Suite *layers_suite(void) {
@@ -952,7 +1144,6 @@ static Suite *layers_suite(void) {
     tcase_add_test(tc, test_gemm_degenerate);
     tcase_add_test(tc, test_gemm_row_independent);
     tcase_add_test(tc, test_gemm_packed_identical);
-    tcase_add_test(tc, test_conv_packed_identical);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("linear");
@@ -983,6 +1174,16 @@ static Suite *layers_suite(void) {
     tcase_add_test(tc, test_softmax_golden);
     tcase_add_test(tc, test_xent_golden);
     tcase_add_test(tc, test_xent_gradcheck);
+    tcase_add_test(tc, test_xent_smooth);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("normalisation");
+    tcase_set_timeout(tc, 30);
+    tcase_add_loop_test(tc, test_batchnorm_gradcheck, 0, 4);
+    tcase_add_test(tc, test_batchnorm_stats_update);
+    tcase_add_test(tc, test_avgpool_golden);
+    tcase_add_loop_test(tc, test_avgpool_gradcheck, 0, 2);
+    tcase_add_test(tc, test_add_accumulate);
     suite_add_tcase(s, tc);
     return s;
 }

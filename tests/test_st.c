@@ -193,10 +193,18 @@ static uint8_t *make_file(const char *header, const void *data, size_t n_data, s
     return b;
 }
 
+/* Uniform in [-1, 1), and whole numbers in the I64 tensors (batch norm's
+ * num_batches_tracked, which files hold as int64). */
 static void random_params(fm_model *m, uint64_t seed) {
     fm_rng r;
     fm_rng_seed(&r, seed);
     for (size_t i = 0; i < m->arch.n_params; i++) m->params[i] = 2.0f * fm_rng_uniform(&r) - 1.0f;
+    fm_tensor t[FM_MAX_TENSORS];
+    for (int l = 0; l < m->arch.n_layers; l++) {
+        int nt = fm_layer_tensors(&m->arch, l, t);
+        for (int k = 0; k < nt; k++)
+            if (t[k].flags & FM_T_I64) m->params[t[k].off] = (float)fm_rng_below(&r, 100000);
+    }
 }
 
 /* ---- SHA-256 ------------------------------------------------------------- */
@@ -327,7 +335,13 @@ START_TEST(test_round_trip_named) {
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = hl << 8 | b1[i];
     ck_assert_uint_eq(hl % 8, 0);
-    ck_assert_uint_eq(n1, 8 + hl + a.n_params * 4);
+    size_t n_i64 = 0; /* each I64 count takes 8 bytes in the file, a float in memory */
+    fm_tensor tt[FM_MAX_TENSORS];
+    for (int li = 0; li < a.n_layers; li++) {
+        int nt = fm_layer_tensors(&a, li, tt);
+        for (int k = 0; k < nt; k++) n_i64 += (tt[k].flags & FM_T_I64) ? tt[k].count : 0;
+    }
+    ck_assert_uint_eq(n1, 8 + hl + a.n_params * 4 + n_i64 * 4);
     ck_assert_msg(fm_st_save(&l, p2, &err) == 0, "%s", err.msg);
     uint8_t *b2 = read_file(p2, &n2);
     ck_assert_uint_eq(n1, n2);

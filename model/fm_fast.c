@@ -1,0 +1,297 @@
+/* fm_fast.c - the kernels behind fm_fast.h.  The packed convolution keeps
+ * the reference's GEMM (the same blocked loops and micro-kernels, the same
+ * order of products), and only changes where the operands come from:
+ * weights packed once, patches gathered into the panels. */
+#include "fm_fast.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fm_common.h" /* FM_CLONES */
+#include "fm_gemm.h"
+#include "fm_layers.h"
+#include "fm_simd.h"
+
+/* Patches gathered straight into the GEMM's B panels (no im2col buffer, no
+ * second pass to pack it): for a convolution without padding, element
+ * (k, j) of the patch matrix, k = (c, kh, kw) and j = (n, oh, ow), is
+ * x[n, c, oh*S+kh, ow*S+kw]: a fixed offset per column plus one per row.
+ *
+ * The offsets of a strip's 16 columns are the same for every row, and
+ * with stride 1 they come in runs (consecutive output columns read
+ * consecutive inputs; with stride 2 every lane is a run of its own),
+ * so each half-strip of 8 lanes is built from a few unaligned 8-float loads
+ * masked by lane: lane i of a run with load offset d reads load(xk + d)[i].
+ * A strip with more than MAX_RUNS runs in a half, or whose loads would
+ * reach past the input, is gathered element by element. */
+typedef struct patch_src {
+    const float *x;
+    size_t len; /* floats readable from x */
+    size_t C, H, W, K, S, OH, OW;
+} patch_src;
+
+enum { MAX_RUNS = 4 };
+
+/* Offset of patch row k, k = (c, kh, kw), from a column's base offset. */
+static size_t patch_row_offset(const patch_src *p, size_t k) {
+    return k / (p->K * p->K) * p->H * p->W + k / p->K % p->K * p->W + k % p->K;
+}
+
+/* A position j = (image, output row, output column) of the patch matrix. */
+typedef struct patch_pos {
+    size_t n, oh, ow;
+} patch_pos;
+
+static patch_pos patch_pos_of(const patch_src *p, size_t j) {
+    size_t Q = p->OH * p->OW;
+    return (patch_pos){j / Q, j % Q / p->OW, j % Q % p->OW};
+}
+
+/* base[0..count) = input offsets of the count positions from *at, which
+ * then moves past them (stepped: no division per position - for the first
+ * convolution, 9 rows per strip, the divisions cost more than the copies);
+ * base[count..width) repeat base[0] (padding: read, then zeroed or unused). */
+static void patch_bases(const patch_src *p, patch_pos *at, size_t count, size_t width, size_t *base) {
+    for (size_t i = 0; i < count; i++) {
+        base[i] = at->n * p->C * p->H * p->W + at->oh * p->S * p->W + at->ow * p->S;
+        if (++at->ow == p->OW) {
+            at->ow = 0;
+            if (++at->oh == p->OH) at->oh = 0, at->n++;
+        }
+    }
+    for (size_t i = count; i < width; i++) base[i] = base[0];
+}
+
+/* xk from patch row k to row k + 1: (channel, kernel row, kernel column) stepped. */
+static inline void patch_row_step(const patch_src *p, const float **xk, size_t *kh, size_t *kw) {
+    if (++*kw < p->K) {
+        (*xk)++;
+    } else if (*kw = 0, ++*kh < p->K) {
+        *xk += p->W - (p->K - 1);
+    } else {
+        *kh = 0;
+        *xk += p->H * p->W - (p->K - 1) * p->W - (p->K - 1);
+    }
+}
+
+/* Rows k0 .. k0+kc-1 of `width` columns at input offsets base[] into out,
+ * width floats a row, element by element; columns from `used` on are
+ * padding, zeroed.  (width is a constant at each call site.) */
+static inline __attribute__((always_inline)) void gather_elements(const patch_src *p, size_t k0, size_t kc,
+                                                                   const size_t *base, size_t used, size_t width,
+                                                                   float *out) {
+    size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
+    const float *xk = p->x + patch_row_offset(p, k0);
+    for (size_t k = 0; k < kc; k++, out += width) {
+        for (size_t c = 0; c < width; c++) out[c] = xk[base[c]];
+        for (size_t c = used; c < width; c++) out[c] = 0.0f;
+        patch_row_step(p, &xk, &kh, &kw);
+    }
+}
+
+/* Rows k0 .. k0+kc-1 of one strip from R runs per half (R a constant at
+ * each call site, so the loop over runs unrolls). */
+static inline __attribute__((always_inline)) void gather_runs(const patch_src *p, size_t k0, size_t kc,
+                                                               const float *xk, size_t d[2][MAX_RUNS],
+                                                               v8i lanes[2][MAX_RUNS], size_t R, float *out) {
+    size_t kh = k0 / p->K % p->K, kw = k0 % p->K;
+    for (size_t k = 0; k < kc; k++, out += FM_GEMM_NR) {
+        for (size_t h = 0; h < 2; h++) {
+            v8i acc = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (size_t r = 0; r < R; r++) {
+                v8f v;
+                LOAD8(v, xk + d[h][r]);
+                acc |= (v8i)v & lanes[h][r];
+            }
+            memcpy(out + h * 8, &acc, sizeof acc);
+        }
+        patch_row_step(p, &xk, &kh, &kw);
+    }
+}
+
+FM_CLONES
+static void pack_patches(const void *ctx, size_t k0, size_t kc, size_t j0, size_t nc, float *bp) {
+    const patch_src *p = ctx;
+    size_t first = patch_row_offset(p, k0), last = patch_row_offset(p, k0 + kc - 1);
+    patch_pos at = patch_pos_of(p, j0);
+    for (size_t s = 0; s < nc; s += FM_GEMM_NR, bp += kc * FM_GEMM_NR) {
+        size_t nr = nc - s < FM_GEMM_NR ? nc - s : FM_GEMM_NR;
+        size_t base[FM_GEMM_NR];
+        patch_bases(p, &at, nr, FM_GEMM_NR, base);
+
+        /* runs of each half: load offset d[h][r] (>= 0: base grows by at
+         * least one per column) and the lanes it fills; padding lanes are in
+         * no run and stay zero */
+        size_t d[2][MAX_RUNS], nrun[2] = {0, 0};
+        v8i lanes[2][MAX_RUNS];
+        int fast = 1;
+        for (size_t h = 0; h < 2 && fast; h++) {
+            for (size_t i = 0; i < 8 && h * 8 + i < nr; i++) {
+                size_t off = base[h * 8 + i] - i;
+                if (nrun[h] == 0 || off != d[h][nrun[h] - 1]) {
+                    if (nrun[h] == MAX_RUNS || off + 8 + last > p->len) {
+                        fast = 0;
+                        break;
+                    }
+                    d[h][nrun[h]] = off;
+                    for (size_t l = 0; l < 8; l++) lanes[h][nrun[h]][l] = 0;
+                    nrun[h]++;
+                }
+                lanes[h][nrun[h] - 1][i] = -1;
+            }
+        }
+
+        if (fast) {
+            /* both halves get the same number of runs (a half with fewer
+             * repeats its last: OR-ing the same lanes twice changes nothing),
+             * so the loop over runs has a trip count fixed for the strip
+             * and is unrolled; a varying one cost a mispredicted branch a row */
+            size_t R = nrun[0] > nrun[1] ? nrun[0] : nrun[1];
+            for (size_t h = 0; h < 2; h++) {
+                if (nrun[h] == 0) { /* all padding: lanes of zeros from a valid load */
+                    d[h][0] = d[1 - h][0];
+                    for (size_t l = 0; l < 8; l++) lanes[h][0][l] = 0;
+                    nrun[h] = 1;
+                }
+                for (size_t r = nrun[h]; r < R; r++) {
+                    d[h][r] = d[h][r - 1];
+                    lanes[h][r] = lanes[h][r - 1];
+                }
+            }
+            switch (R) {
+            case 1: gather_runs(p, k0, kc, p->x + first, d, lanes, 1, bp); break;
+            case 2: gather_runs(p, k0, kc, p->x + first, d, lanes, 2, bp); break;
+            case 3: gather_runs(p, k0, kc, p->x + first, d, lanes, 3, bp); break;
+            default: gather_runs(p, k0, kc, p->x + first, d, lanes, MAX_RUNS, bp); break;
+            }
+            continue;
+        }
+        gather_elements(p, k0, kc, base, nr, FM_GEMM_NR, bp);
+    }
+}
+
+/* The patch matrix's rows j = (n, oh, ow) as A strips of FM_GEMM_MR rows
+ * (fm_pack_a_fn): ap[strip][k][r] = x[n, c, oh+kh, ow+kw], k = (c, kh, kw),
+ * zero past mc.  Used for small outputs only (a few strips). */
+static void pack_patch_rows(const void *ctx, size_t i0, size_t mc, size_t k0, size_t kc, float *ap) {
+    const patch_src *p = ctx;
+    patch_pos at = patch_pos_of(p, i0);
+    for (size_t s = 0; s < mc; s += FM_GEMM_MR) {
+        size_t mr = mc - s < FM_GEMM_MR ? mc - s : FM_GEMM_MR;
+        size_t base[FM_GEMM_MR];
+        patch_bases(p, &at, mr, FM_GEMM_MR, base);
+        gather_elements(p, k0, kc, base, mr, FM_GEMM_MR, ap);
+        ap += kc * FM_GEMM_MR;
+    }
+}
+
+int fm_conv2d_packs_b(size_t OH, size_t OW) { return OH * OW < FM_GEMM_NR; }
+
+size_t fm_conv2d_packed_size(size_t O, size_t CKK, size_t OH, size_t OW) {
+    return fm_conv2d_packs_b(OH, OW) ? fm_gemm_packed_size(O, CKK) : fm_gemm_packed_a_size(O, CKK);
+}
+
+void fm_conv2d_pack(float *pw, const float *w, size_t O, size_t CKK, size_t OH, size_t OW) {
+    if (fm_conv2d_packs_b(OH, OW))
+        fm_gemm_pack_b(1, O, CKK, w, CKK, pw);
+    else
+        fm_gemm_pack_a(O, CKK, w, CKK, pw);
+}
+
+void fm_conv2d_forward_packed(float *y, const float *x, const float *pw, const float *b, size_t N, size_t C, size_t H,
+                              size_t W, size_t O, size_t K, size_t S, size_t P, float *scratch, size_t chunk,
+                              float *gemm) {
+    size_t OH = fm_conv_out(H, K, S, P), OW = fm_conv_out(W, K, S, P), Q = OH * OW, ckk = C * K * K;
+    float *colT = scratch, *tmp = scratch + chunk * Q * ckk;
+    for (size_t n0 = 0; n0 < N; n0 += chunk) {
+        size_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
+        if (fm_conv2d_packs_b(OH, OW)) {
+            /* [nb*Q, O] = patches [nb*Q, ckk] x w^T: the same products summed in
+             * the same order as w x patches, bit for bit; then to [n][O][Q] */
+            if (P == 0) { /* the patches gathered straight into the A strips */
+                patch_src src = {x + n0 * C * H * W, nb * C * H * W, C, H, W, K, S, OH, OW};
+                fm_sgemm_fn_pb(nb * Q, O, ckk, pack_patch_rows, &src, pw, 0, tmp, O, gemm);
+            } else {
+                fm_im2col(colT, x + n0 * C * H * W, nb, C, H, W, K, S, P, OH, OW);
+                fm_sgemm_pb(nb * Q, O, ckk, colT, ckk, pw, 0, tmp, O, gemm);
+            }
+            for (size_t n = 0; n < nb; n++)
+                for (size_t o = 0; o < O; o++) {
+                    float *yo = y + ((n0 + n) * O + o) * Q;
+                    const float *t = tmp + n * Q * O + o;
+                    if (b)
+                        for (size_t q = 0; q < Q; q++) yo[q] = t[q * O] + b[o];
+                    else
+                        for (size_t q = 0; q < Q; q++) yo[q] = t[q * O];
+                }
+            continue;
+        }
+        /* [O, nb*Q] = w[O, ckk] colT[ckk, nb*Q]: for one image that is y's
+         * own layout, for several it is gathered image by image */
+        float *out = nb == 1 ? y + n0 * O * Q : tmp;
+        if (P == 0) { /* valid padding: patches gathered into the panels */
+            patch_src src = {x + n0 * C * H * W, nb * C * H * W, C, H, W, K, S, OH, OW};
+            fm_sgemm_pa_fn(O, ld, ckk, pw, pack_patches, &src, 0, out, ld, gemm);
+        } else {
+            fm_im2col_t(colT, x + n0 * C * H * W, nb, C, H, W, K, S, P, OH, OW);
+            fm_sgemm_pa(O, ld, ckk, pw, colT, ld, 0, out, ld, gemm);
+        }
+        for (size_t n = 0; n < nb; n++)
+            for (size_t o = 0; o < O; o++) {
+                float *yo = y + ((n0 + n) * O + o) * Q;
+                const float *t = out + o * ld + n * Q;
+                if (b)
+                    for (size_t q = 0; q < Q; q++) yo[q] = t[q] + b[o];
+                else if (yo != t)
+                    memcpy(yo, t, Q * sizeof(float));
+            }
+    }
+}
+
+size_t fm_linear_packed_size(size_t O, size_t I) { return fm_gemm_packed_size(O, I); }
+
+void fm_linear_pack(float *pw, const float *w, size_t O, size_t I) { fm_gemm_pack_b(1, O, I, w, I, pw); }
+
+void fm_linear_forward_packed(float *y, const float *x, const float *pw, const float *b, size_t N, size_t I, size_t O,
+                              float *gemm) {
+    fm_sgemm_pb(N, O, I, x, I, pw, 0, y, O, gemm);
+    if (!b) return;
+    for (size_t n = 0; n < N; n++) {
+        float *yn = y + n * O;
+        for (size_t o = 0; o < O; o++) yn[o] += b[o];
+    }
+}
+
+void fm_maxpool2_bias_relu(float *y, const float *x, const float *b, size_t N, size_t C, size_t H, size_t W) {
+    size_t OH = H / 2, OW = W / 2;
+    for (size_t n = 0; n < N; n++)
+        for (size_t c = 0; c < C; c++) {
+            const float *xp = x + (n * C + c) * H * W;
+            float *yp = y + (n * C + c) * OH * OW, bc = b[c];
+            for (size_t oh = 0; oh < OH; oh++) {
+                const float *restrict r0 = xp + 2 * oh * W, *restrict r1 = r0 + W;
+                float *restrict yr = yp + oh * OW;
+                for (size_t ow = 0; ow < OW; ow++) { /* the selects of fm_maxpool_forward */
+                    float best = r0[2 * ow], v;
+                    v = r0[2 * ow + 1], best = v > best ? v : best;
+                    v = r1[2 * ow], best = v > best ? v : best;
+                    v = r1[2 * ow + 1], best = v > best ? v : best;
+                    v = best + bc;
+                    yr[ow] = v > 0.0f ? v : 0.0f;
+                }
+            }
+        }
+}
+
+void fm_bias_relu(float *y, const float *x, const float *b, size_t N, size_t C, size_t HW) {
+    for (size_t nc = 0; nc < N * C; nc++) {
+        const float *xp = x + nc * HW;
+        float *yp = y + nc * HW, bc = b[nc % C];
+        for (size_t i = 0; i < HW; i++) {
+            float v = xp[i] + bc;
+            yp[i] = v > 0.0f ? v : 0.0f;
+        }
+    }
+}
+
