@@ -12,4 +12,11 @@
     "\"padding\":\"same\"},{\"type\":\"relu\"},{\"type\":\"maxpool2d\",\"kernel\":2},{\"type\":\"conv2d\","        \
     "\"out\":2,\"kernel\":2},{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":10}]}"
 
+/* a residual block with batch norm and a strided conv + batch norm projection */
+#define FUZZ_ST_ARCH_RES                                                                                               \
+    "{\"name\":\"tiny-resnet\",\"input\":[1,4,4],\"layers\":[{\"type\":\"conv2d\",\"out\":2,\"kernel\":3,"         \
+    "\"padding\":\"same\",\"bias\":false},{\"type\":\"batchnorm2d\"},{\"type\":\"relu\",\"name\":\"a\"},"            \
+    "{\"type\":\"conv2d\",\"out\":3,\"kernel\":3,\"stride\":2,\"padding\":\"same\"},{\"type\":\"add\","              \
+    "\"inputs\":[-1,\"a\"]},{\"type\":\"global_avgpool\"},{\"type\":\"linear\",\"out\":10}]}"
+
 #endif

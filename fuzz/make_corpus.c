@@ -516,8 +516,39 @@ static void st_seed(const char *name, const char *arch_json, int strip_arch) {
 static void safetensors(void) {
     st_seed("tiny-mlp", FUZZ_ST_ARCH_MLP, 0);
     st_seed("tiny-cnn", FUZZ_ST_ARCH_CNN, 0);
+    st_seed("tiny-resnet", FUZZ_ST_ARCH_RES, 0);
     st_seed("tiny-mlp-no-arch", FUZZ_ST_ARCH_MLP, 1);
     st_seed("tiny-cnn-no-arch", FUZZ_ST_ARCH_CNN, 1);
+}
+
+/* ---- architectures ---------------------------------------------------- */
+
+/* Every named architecture's canonical JSON, the tiny ones of the
+ * safetensors seeds, and a graph using every reference form and field. */
+static void archs(void) {
+    for (int i = 0; fm_arch_names[i]; i++) {
+        fm_arch a;
+        fm_error err;
+        if (fm_arch_named(&a, fm_arch_names[i], &err)) die("%s", err.msg);
+        char *j = fm_arch_to_json(&a), name[64];
+        if (!j) die("out of memory");
+        snprintf(name, sizeof name, "%s.json", fm_arch_names[i]);
+        put("arch", name, j, strlen(j));
+        free(j);
+    }
+    put("arch", "tiny-mlp.json", FUZZ_ST_ARCH_MLP, strlen(FUZZ_ST_ARCH_MLP));
+    put("arch", "tiny-cnn.json", FUZZ_ST_ARCH_CNN, strlen(FUZZ_ST_ARCH_CNN));
+    put("arch", "tiny-resnet.json", FUZZ_ST_ARCH_RES, strlen(FUZZ_ST_ARCH_RES));
+    static const char every[] =
+        "{\"name\":\"every\",\"input\":[2,9,9],\"layers\":[{\"type\":\"conv2d\",\"out\":3,\"kernel\":3,"
+        "\"stride\":1,\"padding\":\"same\",\"bias\":false,\"name\":\"a\"},{\"type\":\"batchnorm2d\","
+        "\"momentum\":0.2,\"eps\":0.001},{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":4,\"kernel\":3,"
+        "\"stride\":2,\"padding\":\"same\"},{\"type\":\"add\",\"inputs\":[-1,\"a\"]},{\"type\":\"maxpool2d\","
+        "\"kernel\":2,\"name\":\"p\"},{\"type\":\"conv2d\",\"out\":5,\"kernel\":1,\"inputs\":[5]},"
+        "{\"type\":\"add\",\"inputs\":[-1,\"p\"],\"projection\":\"conv\"},{\"type\":\"avgpool2d\",\"kernel\":1},"
+        "{\"type\":\"add\",\"inputs\":[-1,-2]},{\"type\":\"global_avgpool\"},{\"type\":\"batchnorm1d\"},"
+        "{\"type\":\"dropout\",\"p\":0.1},{\"type\":\"flatten\"},{\"type\":\"linear\",\"out\":10,\"bias\":false}]}";
+    put("arch", "every-field.json", every, strlen(every));
 }
 
 /* ---- IDX ------------------------------------------------------------ */
@@ -562,7 +593,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     outdir = argv[1];
-    const char *dirs[] = {"", "/image", "/json", "/multipart", "/url", "/safetensors", "/idx"};
+    const char *dirs[] = {"", "/image", "/json", "/multipart", "/url", "/safetensors", "/idx", "/arch"};
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s%s", outdir, dirs[i]);
@@ -591,6 +622,7 @@ int main(int argc, char **argv) {
     multipart();
     urls();
     safetensors();
+    archs();
     idx();
     return 0;
 }

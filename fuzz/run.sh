@@ -4,7 +4,7 @@
 #   fuzz/run.sh [SECONDS] [TARGET...]
 #
 # SECONDS per target (default 60); TARGETs are image json multipart url
-# safetensors idx (default: all, one after the other).  The build lives in
+# safetensors idx arch (default: all, one after the other).  The build lives in
 # build-fuzz/ (clang, ASan + UBSan, coverage for model/ and server/ too; set
 # FUZZ_BUILD_DIR to change it), the seeds are regenerated into
 # build-fuzz/seeds/ (fuzz/make-corpus.sh), and each target keeps its growing
@@ -18,7 +18,7 @@ set -eu
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-image json multipart url safetensors idx}
+targets=${*:-image json multipart url safetensors idx arch}
 build=${FUZZ_BUILD_DIR:-build-fuzz}
 
 if ! command -v clang >/dev/null 2>&1; then
@@ -48,6 +48,7 @@ for t in $targets; do
     url) dict=fuzz/url.dict; extra="-max_len=4096" ;;
     safetensors) dict=fuzz/json.dict; extra="-max_len=16384" ;;
     idx) dict=""; extra="-max_len=16384" ;;
+    arch) dict=fuzz/arch.dict; extra="-max_len=8192" ;;
     *) echo "fuzz/run.sh: unknown target $t" >&2; exit 2 ;;
     esac
     corpus="$build/corpus/$t"

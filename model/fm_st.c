@@ -453,6 +453,11 @@ int fm_st_load_buffer(fm_model *m, const uint8_t *buf, size_t len, const fm_arch
             for (size_t k = 0; k < t->count; k++) {
                 int64_t v;
                 memcpy(&v, data + t->begin + 8 * k, 8);
+                if (v < 0 || v > ((int64_t)1 << 62)) {
+                    fm_seterr(err, "tensor \"%s\" holds %lld at element %zu: a count must be in [0, 2^62]", t->name,
+                              (long long)v, k);
+                    goto done;
+                }
                 dst[k] = (float)v;
             }
         } else {
@@ -568,9 +573,9 @@ int fm_st_save_buffer(const fm_model *m, uint8_t **out, size_t *len, fm_error *e
                 free(ts);
                 return -1;
             }
-            if (ts[i].i64 && !(v >= 0.0f && v == floorf(v))) {
+            if (ts[i].i64 && !(v >= 0.0f && v == floorf(v) && v <= 0x1p62f)) {
                 fm_seterr(err, "refusing to save: tensor \"%s\" (an I64 count) holds %g at element %zu, not a whole "
-                               "number", ts[i].name, (double)v, k);
+                               "number in [0, 2^62]", ts[i].name, (double)v, k);
                 free(ts);
                 return -1;
             }

@@ -34,7 +34,9 @@ int fm_pool_create(fm_pool *p, const fm_arch *a, size_t n_threads, size_t max_ba
     p->grads = calloc(n_threads, sizeof *p->grads);
     p->x = calloc(n_threads, sizeof *p->x);
     p->y = calloc(n_threads, sizeof *p->y);
-    if (!p->ws || !p->eval_ws || !p->grads || !p->x || !p->y) goto oom;
+    p->aug_tmp = calloc(n_threads, sizeof *p->aug_tmp);
+    p->aug = fm_augment_defaults();
+    if (!p->ws || !p->eval_ws || !p->grads || !p->x || !p->y || !p->aug_tmp) goto oom;
     for (size_t t = 0; t < n_threads; t++) {
         size_t xcap = cap > EVAL_CHUNK ? cap : EVAL_CHUNK;
         if (fm_ws_create(&p->ws[t], a, cap, 1, err) || fm_ws_create(&p->eval_ws[t], a, EVAL_CHUNK, 0, err)) {
@@ -44,7 +46,8 @@ int fm_pool_create(fm_pool *p, const fm_arch *a, size_t n_threads, size_t max_ba
         p->grads[t] = malloc(a->n_params * sizeof(float));
         p->x[t] = malloc(xcap * in_size * sizeof(float));
         p->y[t] = malloc(xcap);
-        if (!p->grads[t] || !p->x[t] || !p->y[t]) goto oom;
+        p->aug_tmp[t] = malloc(in_size * sizeof(float));
+        if (!p->grads[t] || !p->x[t] || !p->y[t] || !p->aug_tmp[t]) goto oom;
     }
     return 0;
 oom:
@@ -59,12 +62,14 @@ void fm_pool_destroy(fm_pool *p) {
         if (p->grads) free(p->grads[t]);
         if (p->x) free(p->x[t]);
         if (p->y) free(p->y[t]);
+        if (p->aug_tmp) free(p->aug_tmp[t]);
     }
     free(p->ws);
     free(p->eval_ws);
     free(p->grads);
     free(p->x);
     free(p->y);
+    free(p->aug_tmp);
     memset(p, 0, sizeof *p);
 }
 
@@ -92,18 +97,25 @@ static void *grad_job(void *arg) {
     float *g = p->grads[j->t];
     memset(g, 0, a->n_params * sizeof(float));
     if (j->n == 0) return NULL;
+    int augment = fm_augment_enabled(&p->aug);
     for (size_t i = 0; i < j->n; i++) {
         size_t e = j->idx[j->start + i];
-        fm_dataset_to_float(j->ds, e, 1, p->x[j->t] + i * in_size);
+        float *xi = p->x[j->t] + i * in_size;
+        fm_dataset_to_float(j->ds, e, 1, xi);
         p->y[j->t][i] = j->ds->labels[e];
+        if (augment) { /* the example's own stream: the same whatever the thread split */
+            fm_rng ar;
+            fm_rng_derive(&ar, j->seed ^ 0x4155474d454e54ull, j->epoch, j->batch, j->start + i);
+            fm_augment_apply(&p->aug, &ar, xi, p->aug_tmp[j->t], (size_t)a->in_c, (size_t)a->in_h, (size_t)a->in_w);
+        }
     }
     fm_rng rng;
     fm_rng_derive(&rng, j->seed, j->epoch, j->batch, j->t);
     fm_ws *ws = &p->ws[j->t];
     const float *logits = fm_forward(a, j->params, ws, p->x[j->t], j->n, 1, &rng);
     float *dlogits = ws->probs; /* [n, 10], free during backward */
-    j->loss = fm_xent_forward_backward(dlogits, &j->correct, logits, p->y[j->t], j->n, FM_N_CLASSES,
-                                       1.0f / (float)j->batch_n);
+    j->loss = fm_xent_smooth_forward_backward(dlogits, &j->correct, logits, p->y[j->t], j->n, FM_N_CLASSES,
+                                              1.0f / (float)j->batch_n, p->smoothing);
     fm_backward(a, j->params, ws, p->x[j->t], dlogits, j->n, g);
     return NULL;
 }

@@ -3,13 +3,17 @@
  * A batch is split into one contiguous slice per thread; each thread runs
  * forward and backward on its slice with its own workspace and gradient
  * buffer, and the gradients are then summed in thread order.  Dropout masks
- * come from a stream derived from (seed, epoch, batch, thread), so a run is
- * bit-identical for the same seed and thread count, and can resume from any
- * batch boundary without saving RNG state.  Not here: the epoch loop, early
+ * come from a stream derived from (seed, epoch, batch, thread), and each
+ * example's augmentation from one derived from (seed, epoch, batch, its
+ * position in the batch), so a run is bit-identical for the same seed and
+ * thread count, and can resume from any batch boundary without saving RNG
+ * state.  Batch norm normalises each thread's slice by its own statistics
+ * (as data-parallel PyTorch without SyncBatchNorm does per process).  Not here: the epoch loop, early
  * stopping, checkpoints and reports (the trainer program's job). */
 #ifndef FM_TRAIN_H
 #define FM_TRAIN_H
 
+#include "fm_augment.h"
 #include "fm_idx.h"
 #include "fm_net.h"
 
@@ -23,6 +27,9 @@ typedef struct fm_pool {
     uint8_t **y;        /* [n_threads][slice] labels */
     fm_ws *eval_ws;     /* [n_threads] inference workspaces for evaluation */
     size_t n_active;    /* threads that had examples in the last fm_pool_gradient */
+    fm_augment aug;     /* training augmentation (fm_augment_defaults(): off) */
+    float smoothing;    /* label smoothing of the training loss (0: off) */
+    float **aug_tmp;    /* [n_threads][in_size] */
 } fm_pool;
 
 int fm_pool_create(fm_pool *p, const fm_arch *a, size_t n_threads, size_t max_batch, fm_error *err);

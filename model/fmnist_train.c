@@ -28,6 +28,7 @@
 #include "fm_gemm.h"
 #include "fm_idx.h"
 #include "fm_optim.h"
+#include "fm_sched.h"
 #include "fm_st.h"
 #include "fm_train.h"
 
@@ -57,6 +58,13 @@ typedef struct cfg {
     int quiet;
     int no_test;             /* skip the final test-set evaluation */
     int monitor_acc;         /* early stopping / best epoch on val_accuracy instead of val_loss */
+    int sched;               /* fm_sched_kind */
+    double warmup;           /* cosine: warm-up epochs */
+    double weight_decay;     /* SGD/Adam: L2 in the gradient; AdamW: decoupled (weights only) */
+    int nesterov;            /* SGD: Nesterov momentum */
+    double smoothing;        /* label smoothing */
+    double ema;              /* exponential moving average of the weights: decay per step (0: off) */
+    fm_augment aug;          /* on-the-fly augmentation (all off by default) */
 } cfg;
 
 static const struct {
@@ -82,7 +90,7 @@ static void apply_defaults(cfg *c, const char *arch_name) {
             mom = model_defaults[i].momentum, batch = model_defaults[i].batch;
         }
     if (c->opt < 0) c->opt = opt;
-    if (c->lr <= 0) c->lr = c->opt == opt ? lr : (c->opt == FM_OPT_ADAM ? 1e-3 : 1e-2);
+    if (c->lr <= 0) c->lr = c->opt == opt ? lr : (c->opt != FM_OPT_SGD ? 1e-3 : 1e-2);
     if (c->momentum < 0) c->momentum = c->opt == FM_OPT_SGD && opt == FM_OPT_SGD ? mom : 0.0;
     if (c->batch == 0) c->batch = batch;
 }
@@ -204,11 +212,38 @@ static cJSON *config_json(const cfg *c, const fm_arch *a, size_t threads, size_t
     cJSON_AddNumberToObject(j, "train_examples", (double)n_train);
     cJSON_AddNumberToObject(j, "val_examples", (double)n_val);
     cJSON_AddNumberToObject(j, "limit", (double)c->limit);
+    /* the recipe beyond the study's: recorded only when used, so the study's
+     * runs keep their metadata */
+    if (c->sched != FM_SCHED_CONSTANT) {
+        cJSON_AddStringToObject(j, "schedule", fm_sched_name((fm_sched_kind)c->sched));
+        cJSON_AddNumberToObject(j, "warmup_epochs", c->warmup);
+    }
+    if (c->weight_decay > 0) cJSON_AddNumberToObject(j, "weight_decay", c->weight_decay);
+    if (c->nesterov) cJSON_AddTrueToObject(j, "nesterov");
+    if (c->smoothing > 0) cJSON_AddNumberToObject(j, "label_smoothing", c->smoothing);
+    if (c->ema > 0) cJSON_AddNumberToObject(j, "ema", c->ema);
+    if (fm_augment_enabled(&c->aug)) {
+        const fm_augment *g = &c->aug;
+        cJSON *a = cJSON_AddObjectToObject(j, "augmentation");
+        if (g->crop) cJSON_AddNumberToObject(a, "crop", g->crop);
+        if (g->flip > 0) cJSON_AddNumberToObject(a, "flip", g->flip);
+        if (g->scale > 0) cJSON_AddNumberToObject(a, "scale", g->scale);
+        if (g->erase > 0) {
+            cJSON_AddNumberToObject(a, "erase", g->erase);
+            cJSON_AddNumberToObject(a, "erase_area_min", g->erase_min);
+            cJSON_AddNumberToObject(a, "erase_area_max", g->erase_max);
+            cJSON_AddNumberToObject(a, "erase_ratio", g->erase_ratio);
+        }
+        if (g->gain > 0) cJSON_AddNumberToObject(a, "gain", g->gain);
+        if (g->gamma > 0) cJSON_AddNumberToObject(a, "gamma", g->gamma);
+        if (g->blur > 0) cJSON_AddNumberToObject(a, "blur", g->blur);
+        if (g->sharpen > 0) cJSON_AddNumberToObject(a, "sharpen", g->sharpen);
+    }
     return j;
 }
 
 static int ckpt_save(const char *path, const cJSON *config, const run_state *s, const fm_optim *o,
-                     const float *params, const float *best, size_t n, fm_error *err) {
+                     const float *params, const float *best, const float *ema, size_t n, fm_error *err) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddItemToObject(j, "config", cJSON_Duplicate(config, 1));
     cJSON_AddNumberToObject(j, "epoch", s->epoch);
@@ -231,9 +266,10 @@ static int ckpt_save(const char *path, const cJSON *config, const run_state *s, 
     if (!text) return fm_seterr(err, "out of memory writing a checkpoint");
     uint64_t len = strlen(text);
     size_t n_state = o->m ? (o->v ? 2 : 1) : 0;
-    fm_chunk ch[6] = {{ckpt_magic, 8}, {&len, 8}, {text, len}, {params, n * sizeof(float)},
-                      {best, n * sizeof(float)}, {o->m, n_state * n * sizeof(float)}};
-    int rc = fm_write_atomic(path, ch, 6, err);
+    fm_chunk ch[7] = {{ckpt_magic, 8}, {&len, 8}, {text, len}, {params, n * sizeof(float)},
+                      {best, n * sizeof(float)}, {o->m, n_state * n * sizeof(float)},
+                      {ema, ema ? n * sizeof(float) : 0}};
+    int rc = fm_write_atomic(path, ch, 7, err);
     free(text);
     return rc;
 }
@@ -245,7 +281,7 @@ static double jnum(const cJSON *j, const char *k) {
 
 /* Loads a checkpoint; the config it was written with must match cfg's. */
 static int ckpt_load(const char *path, const cJSON *config, run_state *s, fm_optim *o, float *params,
-                     float *best, size_t n, fm_error *err) {
+                     float *best, float *ema, size_t n, fm_error *err) {
     char *buf;
     size_t len;
     if (fm_read_file(path, (size_t)1 << 31, &buf, &len, err)) return -1;
@@ -258,7 +294,7 @@ static int ckpt_load(const char *path, const cJSON *config, run_state *s, fm_opt
         goto done;
     }
     memcpy(&jl, buf + 8, 8);
-    if (jl > len - 16 || len - 16 - jl != (2 + n_state) * n * sizeof(float)) {
+    if (jl > len - 16 || len - 16 - jl != (2 + n_state + (ema ? 1 : 0)) * n * sizeof(float)) {
         fm_seterr(err, "%s: checkpoint is truncated or for another model/optimiser", path);
         goto done;
     }
@@ -302,6 +338,7 @@ static int ckpt_load(const char *path, const cJSON *config, run_state *s, fm_opt
     memcpy(params, p, n * sizeof(float));
     memcpy(best, p + n * sizeof(float), n * sizeof(float));
     if (n_state) memcpy(o->m, p + 2 * n * sizeof(float), n_state * n * sizeof(float));
+    if (ema) memcpy(ema, p + (2 + n_state) * n * sizeof(float), n * sizeof(float));
     rc = 0;
 done:
     cJSON_Delete(j);
@@ -384,7 +421,8 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
     fm_model model = {0};
     fm_pool pool = {0};
     fm_optim opt = {0};
-    float *best = NULL;
+    float *best = NULL, *ema = NULL;
+    uint8_t *flags = NULL;
     uint32_t *idx = NULL;
     cJSON *config = NULL;
     run_state s = {0};
@@ -405,17 +443,26 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         goto done;
     }
     threads = pool.n_threads;
+    pool.aug = c.aug;
+    pool.smoothing = (float)c.smoothing;
     best = malloc(arch.n_params * sizeof(float));
+    flags = malloc(arch.n_params ? arch.n_params : 1);
+    if (c.ema > 0) ema = malloc(arch.n_params * sizeof(float));
     idx = malloc(d->train.n * sizeof *idx);
     config = config_json(&c, &arch, threads, d->train.n, d->val.n);
-    if (!best || !idx || !config) {
+    if (!best || !flags || (c.ema > 0 && !ema) || !idx || !config) {
         fail("out of memory");
         goto done;
     }
+    fm_arch_param_flags(&arch, flags);
+    opt.flags = flags;
+    opt.weight_decay = (float)c.weight_decay;
+    opt.nesterov = c.nesterov;
     fm_rng init;
     fm_rng_seed(&init, c.seed);
     fm_arch_init_params(&arch, model.params, &init);
     memcpy(best, model.params, arch.n_params * sizeof(float));
+    if (ema) memcpy(ema, model.params, arch.n_params * sizeof(float));
     s.best_epoch = -1;
     s.best_val_loss = INFINITY;
     s.lr = c.lr;
@@ -424,7 +471,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
             fail("--resume: no checkpoint at %s (train without --resume to start afresh)", ckpt_path);
             goto done;
         }
-        if (ckpt_load(ckpt_path, config, &s, &opt, model.params, best, arch.n_params, &err)) {
+        if (ckpt_load(ckpt_path, config, &s, &opt, model.params, best, ema, arch.n_params, &err)) {
             fail("%s", err.msg);
             goto done;
         }
@@ -438,10 +485,15 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
                 threads, fm_gemm_kernel_name(), (unsigned long long)c.seed);
     int tty = verbose && isatty(STDERR_FILENO);
     size_t nb_epoch = (d->train.n + c.batch - 1) / c.batch;
+    fm_sched sched = {.kind = (fm_sched_kind)c.sched, .lr = c.lr, .min_lr = c.min_lr,
+                      .warmup = (uint64_t)(c.warmup * (double)nb_epoch), .warmup_div = 25.0, .pct = 0.3,
+                      .div = 25.0, .final_div = 1e4, .total = (uint64_t)c.epochs * nb_epoch};
+    float *eval_params = ema ? ema : model.params; /* what validation, the best epoch and the file hold */
     install_signals();
     int stopped_early = 0;
     for (; s.epoch < c.epochs; s.epoch++) {
         opt.lr = (float)s.lr;
+        double lr_first = c.sched == FM_SCHED_CONSTANT ? s.lr : fm_sched_lr(&sched, (uint64_t)s.epoch * nb_epoch);
         for (size_t i = 0; i < d->train.n; i++) idx[i] = (uint32_t)i;
         fm_rng shuf;
         fm_rng_derive(&shuf, c.seed, (uint64_t)s.epoch, UINT64_MAX, 0x5348);
@@ -459,7 +511,14 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
             }
             s.run_loss += l;
             s.run_seen += n;
+            if (c.sched != FM_SCHED_CONSTANT) opt.lr = (float)fm_sched_lr(&sched, (uint64_t)s.epoch * nb_epoch + s.batch);
             fm_optim_step(&opt, model.params, pool.grads[0]);
+            fm_pool_update_stats(&pool, model.params);
+            if (ema) { /* every float but the I64 counts, which are copied */
+                float dd = (float)c.ema;
+                for (size_t i = 0; i < arch.n_params; i++)
+                    ema[i] = flags[i] & FM_T_I64 ? model.params[i] : dd * ema[i] + (1.0f - dd) * model.params[i];
+            }
             if (tty && (s.batch % 8 == 0 || s.batch + 1 == nb_epoch))
                 progress(tty, s.epoch + 1, c.epochs, s.batch + 1, nb_epoch, s.run_seen, t0, s.run_loss, s.run_correct);
             if (g_stop) {
@@ -467,7 +526,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
                 s.epoch_elapsed = now_s() - t0;
                 s.elapsed += 0;
                 if (tty) fputc('\n', stderr);
-                if (ckpt_save(ckpt_path, config, &s, &opt, model.params, best, arch.n_params, &err)) {
+                if (ckpt_save(ckpt_path, config, &s, &opt, model.params, best, ema, arch.n_params, &err)) {
                     fail("interrupted, and the checkpoint could not be written: %s", err.msg);
                 } else {
                     fprintf(stderr, "fmnist-train: interrupted by %s at epoch %d, batch %zu/%zu; checkpoint "
@@ -480,7 +539,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         }
         double train_s = now_s() - t0;
         fm_eval ve;
-        fm_pool_evaluate(&pool, model.params, &d->val, &ve, NULL, NULL);
+        fm_pool_evaluate(&pool, eval_params, &d->val, &ve, NULL, NULL);
         double epoch_s = now_s() - t0;
         s.elapsed += epoch_s;
         double tl = s.run_loss / (double)s.run_seen, ta = (double)s.run_correct / (double)s.run_seen;
@@ -490,7 +549,8 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         cJSON_AddNumberToObject(h, "accuracy", ta);
         cJSON_AddNumberToObject(h, "val_loss", ve.loss);
         cJSON_AddNumberToObject(h, "val_accuracy", ve.accuracy);
-        cJSON_AddNumberToObject(h, "lr", s.lr);
+        cJSON_AddNumberToObject(h, "lr", lr_first);
+        if (c.sched != FM_SCHED_CONSTANT) cJSON_AddNumberToObject(h, "lr_end", opt.lr);
         cJSON_AddNumberToObject(h, "seconds", epoch_s);
         cJSON_AddNumberToObject(h, "train_seconds", train_s);
         cJSON_AddItemToArray(s.history, h);
@@ -502,7 +562,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
             s.best_epoch = s.epoch;
             s.since_best = 0;
             s.plateau_wait = 0;
-            memcpy(best, model.params, arch.n_params * sizeof(float));
+            memcpy(best, eval_params, arch.n_params * sizeof(float));
         } else {
             s.since_best++;
             s.plateau_wait++;
@@ -510,7 +570,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         if (tty) fprintf(stderr, "\r\033[K");
         if (verbose) {
             printf("epoch %3d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.1fs%s\n",
-                   s.epoch + 1, c.epochs, tl, ta, ve.loss, ve.accuracy, s.lr, epoch_s, improved ? "  *" : "");
+                   s.epoch + 1, c.epochs, tl, ta, ve.loss, ve.accuracy, lr_first, epoch_s, improved ? "  *" : "");
             fflush(stdout);
         }
         if (!isfinite(ve.loss)) {
@@ -532,7 +592,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         /* checkpoint every epoch: a kill -9 loses at most the epoch in progress */
         run_state next = s;
         next.epoch = s.epoch + 1;
-        if (ckpt_save(ckpt_path, config, &next, &opt, model.params, best, arch.n_params, &err))
+        if (ckpt_save(ckpt_path, config, &next, &opt, model.params, best, ema, arch.n_params, &err))
             fprintf(stderr, "fmnist-train: warning: %s\n", err.msg);
         {
             cJSON *hd = cJSON_CreateObject();
@@ -626,6 +686,8 @@ done:
     cJSON_Delete(s.history);
     cJSON_Delete(config);
     free(best);
+    free(ema);
+    free(flags);
     free(idx);
     fm_optim_destroy(&opt);
     fm_pool_destroy(&pool);
@@ -796,11 +858,17 @@ done0:
 /* --------------------------------------------------------------- summary */
 
 static int cmd_summary(int argc, char **argv) {
-    if (argc != 2 || strcmp(argv[1], "--help") == 0) {
-        printf("usage: fmnist-train summary NAME|FILE.safetensors|ARCH.json\n\n"
-               "Prints the Keras-like layer table (layer, output shape, params, totals).\n"
-               "NAME is one of mlp2, mlp3, cnn1, cnn2, cnn3.\n");
-        return argc == 2 ? 0 : 1;
+    int json = argc == 3 && strcmp(argv[2], "--json") == 0;
+    if (!(argc == 2 || json) || strcmp(argv[1], "--help") == 0) {
+        printf("usage: fmnist-train summary NAME|FILE.safetensors|ARCH.json [--json]\n\n"
+               "Prints the Keras-like layer table (layer, output shape, params, totals; for a graph, what\n"
+               "each layer reads). \"Trainable params\" is PyTorch's sum(p.numel() for p in\n"
+               "model.parameters()); non-trainable are batch norm's running mean and variance.\n"
+               "--json prints the architecture's canonical JSON instead.\n"
+               "NAME is one of");
+        for (int i = 0; fm_arch_names[i]; i++) printf("%s %s", i ? "," : "", fm_arch_names[i]);
+        printf(".\n");
+        return argc == 2 && strcmp(argv[1], "--help") == 0 ? 0 : 1;
     }
     const char *what = argv[1];
     fm_error err;
@@ -809,6 +877,11 @@ static int cmd_summary(int argc, char **argv) {
     if (n > 12 && strcmp(what + n - 12, ".safetensors") == 0) {
         fm_model m = {0};
         if (fm_st_load(&m, what, NULL, &err)) return fail("%s", err.msg);
+        if (json) {
+            puts(fm_model_meta(&m, "architecture"));
+            fm_model_free(&m);
+            return 0;
+        }
         fm_arch_summary(&m.arch, stdout);
         const char *metrics = fm_model_meta(&m, "metrics");
         if (metrics) printf("metrics: %s\n", metrics);
@@ -823,6 +896,13 @@ static int cmd_summary(int argc, char **argv) {
     } else if (fm_arch_named(&a, what, &err)) {
         return fail("%s", err.msg);
     }
+    if (json) {
+        char *j = fm_arch_to_json(&a);
+        if (!j) return fail("out of memory");
+        puts(j);
+        free(j);
+        return 0;
+    }
     fm_arch_summary(&a, stdout);
     return 0;
 }
@@ -833,7 +913,8 @@ static void usage_train(FILE *f) {
     fprintf(f,
             "usage: fmnist-train train [flags]\n\n"
             "  --model NAME|FILE    mlp2, mlp3, cnn1, cnn2, cnn3, or an architecture .json (default: mlp2)\n"
-            "  --optimizer adam|sgd default per model: mlp2/mlp3/cnn3 adam, cnn1/cnn2 sgd\n"
+            "  --optimizer NAME     adam, adamw (decoupled weight decay) or sgd; default per model:\n"
+            "                       mlp2/mlp3/cnn3 adam, cnn1/cnn2 sgd, others adam\n"
             "  --lr X               learning rate (default per model: mlp2 1e-3, mlp3 1e-4, cnn1/cnn2 1e-2, cnn3 1e-3)\n"
             "  --momentum X         SGD momentum (default: 0.9 for cnn1/cnn2, else 0)\n"
             "  --batch N            batch size (default per model: mlp2 512, mlp3 128, cnns 64)\n"
@@ -843,7 +924,27 @@ static void usage_train(FILE *f) {
             "                       best epoch follow (default: val_loss, as the study)\n"
             "  --plateau N          halve the learning rate after N epochs without val_loss improvement (default: 0 = off)\n"
             "  --plateau-factor X   factor for --plateau (default: 0.5)\n"
-            "  --min-lr X           lower bound for --plateau (default: 1e-6)\n"
+            "  --min-lr X           lower bound for --plateau (default: 1e-6); the final rate of --schedule cosine\n"
+            "                       (default there: 0)\n"
+            "  --schedule S         constant (default), cosine (linear warm-up, cosine decay to --min-lr) or\n"
+            "                       onecycle (rise from lr/25 over 30%% of the steps to --lr, anneal to lr/25e4);\n"
+            "                       stepped per batch, each epoch's first rate in the history\n"
+            "  --warmup E           cosine: warm-up epochs (fractions allowed; default 0)\n"
+            "  --weight-decay X     on weights only, not biases or batch norm (default 0); L2 in the gradient\n"
+            "                       for sgd/adam, decoupled for adamw\n"
+            "  --nesterov           sgd: Nesterov momentum\n"
+            "  --label-smoothing S  train against (1-S) onehot + S/10 (default 0)\n"
+            "  --ema D              keep an exponential moving average of the weights (decay D per step);\n"
+            "                       validation, the best epoch and the saved file use it (default off)\n"
+            "augmentation, on the fly and seeded (all off by default):\n"
+            "  --crop N             random crop with N pixels of zero padding (translate by -N..N)\n"
+            "  --flip P             horizontal flip with probability P\n"
+            "  --scale-jitter X     zoom by a factor in [1-X, 1+X] about the centre\n"
+            "  --erase P            random erasing (Zhong et al.) with probability P; --erase-area MIN,MAX\n"
+            "                       (default 0.02,0.4 of the image) and --erase-ratio R (aspect in [R, 1/R], 0.3)\n"
+            "  --gain X             intensity gain in [1-X, 1+X], clamped to [0, 1]\n"
+            "  --gamma X            gamma in [1/(1+X), 1+X], log-uniform\n"
+            "  --blur P, --sharpen P  a 3x3 Gaussian blur or unsharp mask with probability P\n"
             "  --val N              validation examples, the last N of the training file (default: 6000)\n"
             "  --limit N            train on the first N training examples only (default: all)\n"
             "  --seed N             random seed for initialisation, shuffling, dropout (default: 42)\n"
@@ -859,7 +960,18 @@ static void usage_train(FILE *f) {
 }
 
 enum { O_MODEL = 256, O_OPT, O_LR, O_MOM, O_BATCH, O_EPOCHS, O_PATIENCE, O_VAL, O_SEED, O_THREADS, O_OUT,
-       O_DATA, O_CKPT, O_RESUME, O_LIMIT, O_PLATEAU, O_PFACTOR, O_MINLR, O_QUIET, O_HELP, O_GRIDOUT, O_MONITOR };
+       O_DATA, O_CKPT, O_RESUME, O_LIMIT, O_PLATEAU, O_PFACTOR, O_MINLR, O_QUIET, O_HELP, O_GRIDOUT, O_MONITOR,
+       O_SCHED, O_WARMUP, O_WD, O_NESTEROV, O_SMOOTH, O_EMA, O_CROP, O_FLIP, O_SCALE, O_ERASE, O_ERASE_AREA,
+       O_ERASE_RATIO, O_GAIN, O_GAMMA, O_BLUR, O_SHARPEN };
+
+/* A fraction flag: a number in [lo, hi]. */
+static int frac_flag(const char *name, const char *arg, double lo, double hi, double *out) {
+    double x;
+    if (parse_double(arg, &x) || !(x >= lo && x <= hi))
+        return fail("--%s: expected a number in [%g, %g], got '%s'", name, lo, hi, arg);
+    *out = x;
+    return 0;
+}
 
 static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_out) {
     static const struct option opts[] = {
@@ -874,9 +986,19 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
         {"plateau-factor", required_argument, 0, O_PFACTOR}, {"min-lr", required_argument, 0, O_MINLR},
         {"quiet", no_argument, 0, O_QUIET},         {"help", no_argument, 0, O_HELP},
         {"grid-out", required_argument, 0, O_GRIDOUT}, {"monitor", required_argument, 0, O_MONITOR},
+        {"schedule", required_argument, 0, O_SCHED}, {"warmup", required_argument, 0, O_WARMUP},
+        {"weight-decay", required_argument, 0, O_WD}, {"nesterov", no_argument, 0, O_NESTEROV},
+        {"label-smoothing", required_argument, 0, O_SMOOTH}, {"ema", required_argument, 0, O_EMA},
+        {"crop", required_argument, 0, O_CROP}, {"flip", required_argument, 0, O_FLIP},
+        {"scale-jitter", required_argument, 0, O_SCALE}, {"erase", required_argument, 0, O_ERASE},
+        {"erase-area", required_argument, 0, O_ERASE_AREA}, {"erase-ratio", required_argument, 0, O_ERASE_RATIO},
+        {"gain", required_argument, 0, O_GAIN}, {"gamma", required_argument, 0, O_GAMMA},
+        {"blur", required_argument, 0, O_BLUR}, {"sharpen", required_argument, 0, O_SHARPEN},
         {0, 0, 0, 0}};
     *c = (cfg){.model = "mlp2", .opt = -1, .lr = 0, .momentum = -1, .epochs = 100, .patience = 10,
-               .val = FM_DEFAULT_N_VAL, .seed = 42, .plateau_factor = 0.5, .min_lr = 1e-6};
+               .val = FM_DEFAULT_N_VAL, .seed = 42, .plateau_factor = 0.5, .min_lr = 1e-6,
+               .sched = FM_SCHED_CONSTANT, .aug = fm_augment_defaults()};
+    int min_lr_given = 0;
     int ch;
     uint64_t u;
     double x;
@@ -887,7 +1009,7 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
         case O_MODEL: c->model = optarg; break;
         case O_OPT:
             c->opt = fm_optim_parse(optarg);
-            if (c->opt < 0) return fail("--optimizer: expected adam or sgd, got '%s'", optarg);
+            if (c->opt < 0) return fail("--optimizer: expected adam, adamw or sgd, got '%s'", optarg);
             break;
         case O_LR:
             if (parse_double(optarg, &x) || !(x > 0 && x <= 1e6)) return fail("--lr: expected a number in (0, 1e6], got '%s'", optarg);
@@ -937,6 +1059,71 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
         case O_MINLR:
             if (parse_double(optarg, &x) || !(x >= 0)) return fail("--min-lr: expected a non-negative number, got '%s'", optarg);
             c->min_lr = x;
+            min_lr_given = 1;
+            break;
+        case O_SCHED:
+            c->sched = fm_sched_parse(optarg);
+            if (c->sched < 0) return fail("--schedule: expected constant, cosine or onecycle, got '%s'", optarg);
+            break;
+        case O_WARMUP:
+            if (frac_flag("warmup", optarg, 0, 1000, &c->warmup)) return 1;
+            break;
+        case O_WD:
+            if (frac_flag("weight-decay", optarg, 0, 1, &c->weight_decay)) return 1;
+            break;
+        case O_NESTEROV: c->nesterov = 1; break;
+        case O_SMOOTH:
+            if (frac_flag("label-smoothing", optarg, 0, 0.5, &c->smoothing)) return 1;
+            break;
+        case O_EMA:
+            if (frac_flag("ema", optarg, 0, 0.99999, &c->ema)) return 1;
+            break;
+        case O_CROP:
+            if (parse_u64(optarg, &u) || u > 8) return fail("--crop: expected 0..8 pixels of padding, got '%s'", optarg);
+            c->aug.crop = (int)u;
+            break;
+        case O_FLIP:
+            if (frac_flag("flip", optarg, 0, 1, &x)) return 1;
+            c->aug.flip = (float)x;
+            break;
+        case O_SCALE:
+            if (frac_flag("scale-jitter", optarg, 0, 0.5, &x)) return 1;
+            c->aug.scale = (float)x;
+            break;
+        case O_ERASE:
+            if (frac_flag("erase", optarg, 0, 1, &x)) return 1;
+            c->aug.erase = (float)x;
+            break;
+        case O_ERASE_AREA: {
+            double lo, hi;
+            char *comma = strchr(optarg, ',');
+            if (!comma) return fail("--erase-area: expected MIN,MAX (fractions of the image), got '%s'", optarg);
+            *comma = '\0';
+            int bad = parse_double(optarg, &lo) || parse_double(comma + 1, &hi);
+            *comma = ',';
+            if (bad || !(lo > 0 && lo <= hi && hi < 1)) return fail("--erase-area: expected 0 < MIN <= MAX < 1, got '%s'", optarg);
+            c->aug.erase_min = (float)lo, c->aug.erase_max = (float)hi;
+            break;
+        }
+        case O_ERASE_RATIO:
+            if (frac_flag("erase-ratio", optarg, 0.05, 1, &x)) return 1;
+            c->aug.erase_ratio = (float)x;
+            break;
+        case O_GAIN:
+            if (frac_flag("gain", optarg, 0, 0.9, &x)) return 1;
+            c->aug.gain = (float)x;
+            break;
+        case O_GAMMA:
+            if (frac_flag("gamma", optarg, 0, 4, &x)) return 1;
+            c->aug.gamma = (float)x;
+            break;
+        case O_BLUR:
+            if (frac_flag("blur", optarg, 0, 1, &x)) return 1;
+            c->aug.blur = (float)x;
+            break;
+        case O_SHARPEN:
+            if (frac_flag("sharpen", optarg, 0, 1, &x)) return 1;
+            c->aug.sharpen = (float)x;
             break;
         case O_OUT: c->out = optarg; break;
         case O_DATA: c->data = optarg; break;
@@ -960,6 +1147,16 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
         }
     }
     if (optind < argc) return fail("unexpected argument '%s' (see --help)", argv[optind]);
+    if (c->sched != FM_SCHED_CONSTANT && c->plateau_patience > 0)
+        return fail("--plateau lowers a constant rate; it cannot be combined with --schedule %s",
+                    fm_sched_name((fm_sched_kind)c->sched));
+    if (c->sched == FM_SCHED_COSINE && !min_lr_given) c->min_lr = 0.0; /* cosine decays to 0 unless told */
+    if (c->warmup > 0 && c->sched != FM_SCHED_COSINE)
+        return fail("--warmup applies to --schedule cosine (onecycle has its own warm-up)");
+    if (c->warmup >= c->epochs) return fail("--warmup %g must be shorter than --epochs %d", c->warmup, c->epochs);
+    if (c->aug.blur + c->aug.sharpen > 1) return fail("--blur and --sharpen are exclusive: their sum must be at most 1");
+    if (c->nesterov && c->opt != FM_OPT_SGD)
+        return fail("--nesterov needs --optimizer sgd (and --momentum above 0)");
     return 0;
 }
 

@@ -2,11 +2,15 @@
  *
  * tests/data/torch_reference.json was written once by
  * tools/make-torch-reference.py (PyTorch 1.13, autograd in float64): small
- * networks described in our own architecture JSON (conv2d valid and same,
- * 3x3 and 5x5, several input channels, relu, maxpool2d, flatten, linear),
- * their parameters under our safetensors names ("0.weight", ...), a batch,
- * labels, and PyTorch's logits, mean cross-entropy and every parameter's
- * gradient; plus SGD-with-momentum and Adam steps from fixed gradients.
+ * networks described in our own architecture JSON (conv2d valid, same and
+ * strided, 3x3 and 5x5, with and without bias, relu, maxpool2d, avgpool2d,
+ * global_avgpool, batchnorm2d/1d, add with both projections, flatten,
+ * linear), their parameters and buffers under our safetensors names
+ * ("0.weight", "1.running_var", ...), a batch, labels, and PyTorch's
+ * training-mode logits, mean cross-entropy, every parameter's gradient,
+ * the running statistics after that forward and the eval-mode logits with
+ * them; SGD (momentum; Nesterov + weight decay), Adam and AdamW steps from
+ * fixed gradients; each named architecture's parameter count.
  * The engine must reproduce all of it to float32 accuracy: an independent
  * implementation agreeing with ours, layout included (a transposed weight
  * or a flatten in the wrong order fails here). */
@@ -62,20 +66,25 @@ static void close_to(const char *what, size_t i, double got, double want, double
                   want);
 }
 
-/* Places "IDX.weight" / "IDX.bias" into the flat buffer at the layer's offsets. */
-static void scatter(const fm_arch *a, const cJSON *named, float *flat) {
+/* Places every tensor named in `named` ("IDX.weight", "IDX.running_mean",
+ * ...) at its offset in the flat buffer; with trainable_only, only the
+ * parameters (gradients exist for those alone); absent ones stay as they are. */
+static void scatter(const fm_arch *a, const cJSON *named, float *flat, int trainable_only) {
+    fm_tensor t[FM_MAX_TENSORS];
     for (int li = 0; li < a->n_layers; li++) {
-        const fm_layer *L = &a->layers[li];
-        if (!L->n_w) continue;
-        char key[32];
-        snprintf(key, sizeof key, "%d.weight", li);
-        float *w = floats(cJSON_GetObjectItemCaseSensitive(named, key), L->n_w);
-        memcpy(flat + L->w_off, w, L->n_w * sizeof *w);
-        free(w);
-        snprintf(key, sizeof key, "%d.bias", li);
-        float *b = floats(cJSON_GetObjectItemCaseSensitive(named, key), L->n_b);
-        memcpy(flat + L->b_off, b, L->n_b * sizeof *b);
-        free(b);
+        int nt = fm_layer_tensors(a, li, t);
+        for (int k = 0; k < nt; k++) {
+            if (trainable_only && !(t[k].flags & FM_T_TRAIN)) continue;
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(named, t[k].name);
+            ck_assert_msg(v != NULL, "reference has no tensor %s", t[k].name);
+            if (cJSON_IsNumber(v)) { /* a 0-d tensor (num_batches_tracked) */
+                flat[t[k].off] = (float)v->valuedouble;
+                continue;
+            }
+            float *w = floats(v, t[k].count);
+            memcpy(flat + t[k].off, w, t[k].count * sizeof *w);
+            free(w);
+        }
     }
 }
 
@@ -93,16 +102,18 @@ START_TEST(test_network) {
     float *params = calloc(a.n_params, sizeof *params), *grads = calloc(a.n_params, sizeof *grads);
     float *want_g = calloc(a.n_params, sizeof *want_g), *dlogits = malloc(n * 10 * sizeof *dlogits);
     ck_assert(params && grads && want_g && dlogits);
-    scatter(&a, cJSON_GetObjectItemCaseSensitive(c, "params"), params);
-    scatter(&a, cJSON_GetObjectItemCaseSensitive(c, "grads"), want_g);
+    scatter(&a, cJSON_GetObjectItemCaseSensitive(c, "params"), params, 0);
+    scatter(&a, cJSON_GetObjectItemCaseSensitive(c, "grads"), want_g, 1);
     size_t in = (size_t)a.in_c * (size_t)a.in_h * (size_t)a.in_w;
     float *x = floats(cJSON_GetObjectItemCaseSensitive(c, "x"), n * in);
     float *want_logits = floats(cJSON_GetObjectItemCaseSensitive(c, "logits"), n * 10);
+    float *want_eval = floats(cJSON_GetObjectItemCaseSensitive(c, "eval_logits"), n * 10);
     uint8_t labels[64];
     ck_assert_int_le(n, sizeof labels);
     const cJSON *lab = cJSON_GetObjectItemCaseSensitive(c, "labels");
     for (size_t i = 0; i < n; i++) labels[i] = (uint8_t)cJSON_GetArrayItem(lab, (int)i)->valueint;
 
+    /* training mode: batch statistics; logits, loss, every parameter's gradient */
     fm_ws ws = {0};
     ck_assert_msg(fm_ws_create(&ws, &a, n, 1, &err) == 0, "%s", err.msg);
     const float *logits = fm_forward(&a, params, &ws, x, n, 1, NULL);
@@ -110,20 +121,84 @@ START_TEST(test_network) {
     double loss = fm_xent_forward_backward(dlogits, NULL, logits, labels, n, 10, 1.0f / (float)n) / (double)n;
     close_to("loss", 0, loss, cJSON_GetObjectItemCaseSensitive(c, "loss")->valuedouble, 1e-5, 1e-6);
     fm_backward(&a, params, &ws, x, dlogits, n, grads);
-    for (size_t i = 0; i < a.n_params; i++) close_to("grad", i, grads[i], want_g[i], 1e-4, 2e-6);
+    fm_tensor t[FM_MAX_TENSORS];
+    for (int li = 0; li < a.n_layers; li++) {
+        int nt = fm_layer_tensors(&a, li, t);
+        for (int k = 0; k < nt; k++)
+            for (size_t e = 0; e < t[k].count; e++) {
+                size_t i = t[k].off + e;
+                if (t[k].flags & FM_T_TRAIN)
+                    close_to(t[k].name, e, grads[i], want_g[i], 1e-4, 2e-6);
+                else
+                    ck_assert_msg(grads[i] == 0.0f, "%s: a buffer got a gradient", t[k].name);
+            }
+    }
 
-    /* inference path (eval workspace) gives the same probabilities */
+    /* the running statistics that training forward moves, as PyTorch moves them */
+    fm_ws *wsp = &ws;
+    fm_update_stats(&a, params, &wsp, 1);
+    const cJSON *after = cJSON_GetObjectItemCaseSensitive(c, "buffers_after");
+    cJSON *bufs;
+    cJSON_ArrayForEach(bufs, after) {
+        for (int li = 0; li < a.n_layers; li++) {
+            int nt = fm_layer_tensors(&a, li, t);
+            for (int k = 0; k < nt; k++) {
+                if (strcmp(t[k].name, bufs->string) != 0) continue;
+                if (cJSON_IsNumber(bufs)) {
+                    ck_assert_msg(params[t[k].off] == (float)bufs->valuedouble, "%s: %g, PyTorch %g", t[k].name,
+                                  (double)params[t[k].off], bufs->valuedouble);
+                    continue;
+                }
+                float *w = floats(bufs, t[k].count);
+                for (size_t e = 0; e < t[k].count; e++) close_to(t[k].name, e, params[t[k].off + e], w[e], 1e-5, 1e-6);
+                free(w);
+            }
+        }
+    }
+
+    /* eval mode with those statistics: the reference path, then the plan
+     * (batch norm folded: a tolerance, not bit-identity) */
     fm_ws iw = {0};
     float *probs = malloc(n * 10 * sizeof *probs), *want_p = malloc(n * 10 * sizeof *want_p);
     ck_assert(probs && want_p);
+    const float *el = fm_forward(&a, params, &ws, x, n, 0, NULL);
+    for (size_t i = 0; i < n * 10; i++) close_to("eval logits", i, el[i], want_eval[i], 1e-5, 1e-5);
     ck_assert_msg(fm_ws_create(&iw, &a, 2, 0, &err) == 0, "%s", err.msg);
     fm_predict(&a, params, &iw, x, n, probs);
-    fm_softmax(want_p, want_logits, n, 10);
+    fm_softmax(want_p, want_eval, n, 10);
     for (size_t i = 0; i < n * 10; i++) close_to("probabilities", i, probs[i], want_p[i], 1e-5, 1e-6);
+    fm_model m = {0};
+    ck_assert_msg(fm_model_init(&m, &a, &err) == 0, "%s", err.msg);
+    memcpy(m.params, params, a.n_params * sizeof *params);
+    ck_assert_msg(fm_model_pack(&m, &err) == 0, "%s", err.msg);
+    fm_model_predict(&m, &iw, x, n, probs);
+    for (size_t i = 0; i < n * 10; i++) close_to("planned probabilities", i, probs[i], want_p[i], 1e-5, 1e-6);
+    fm_model_free(&m);
 
     fm_ws_destroy(&ws);
     fm_ws_destroy(&iw);
-    free(params), free(grads), free(want_g), free(dlogits), free(x), free(want_logits), free(probs), free(want_p);
+    free(params), free(grads), free(want_g), free(dlogits), free(x), free(want_logits), free(want_eval);
+    free(probs), free(want_p);
+}
+END_TEST
+
+/* Every named architecture has exactly the trainable parameters PyTorch
+ * counts for the module tools/torch_arch.py builds from it. */
+START_TEST(test_parameter_counts) {
+    ck_assert_msg(doc != NULL, "tests/data/torch_reference.json missing or unreadable");
+    const cJSON *counts = cJSON_GetObjectItemCaseSensitive(doc, "parameter_counts"), *e;
+    int seen = 0;
+    cJSON_ArrayForEach(e, counts) {
+        fm_arch a;
+        fm_error err = {0};
+        ck_assert_msg(fm_arch_named(&a, e->string, &err) == 0, "%s", err.msg);
+        ck_assert_msg(a.n_trainable == (size_t)e->valuedouble, "%s: %zu trainable parameters, PyTorch %.0f", e->string,
+                      a.n_trainable, e->valuedouble);
+        seen++;
+    }
+    int named = 0;
+    while (fm_arch_names[named]) named++;
+    ck_assert_int_eq(seen, named); /* regenerate the reference when a named architecture is added */
 }
 END_TEST
 
@@ -142,6 +217,8 @@ START_TEST(test_optimizer) {
     ck_assert_msg(fm_optim_create(&o, (fm_opt_kind)k, n, (float)cJSON_GetObjectItemCaseSensitive(c, "lr")->valuedouble,
                                   (float)cJSON_GetObjectItemCaseSensitive(c, "momentum")->valuedouble, &err) == 0,
                   "%s", err.msg);
+    o.nesterov = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "nesterov"));
+    o.weight_decay = (float)cJSON_GetObjectItemCaseSensitive(c, "weight_decay")->valuedouble;
     const cJSON *g;
     cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(c, "grads")) {
         float *gv = floats(g, n);
@@ -170,6 +247,7 @@ int main(void) {
     int no = doc ? cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "optimizers")) : 1;
     tcase_add_loop_test(tc, test_network, 0, nn);
     tcase_add_loop_test(tc, test_optimizer, 0, no);
+    tcase_add_test(tc, test_parameter_counts);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

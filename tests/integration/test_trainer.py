@@ -222,6 +222,62 @@ def test_grid(tmp):
     expect(len(rows) == 13, "grid CSV has %d lines, want header + 12" % len(rows))
 
 
+# A small residual network with batch norm, trained with the modern recipe:
+# every flag that adds state to a checkpoint (schedule position, EMA weights,
+# batch-norm running statistics) or draws random numbers (augmentation).
+RES_ARCH = {"name": "tiny-res", "input": [1, 28, 28], "layers": [
+    {"type": "conv2d", "out": 8, "kernel": 3, "stride": 2, "padding": "same", "bias": False},
+    {"type": "batchnorm2d"}, {"type": "relu", "name": "a"},
+    {"type": "conv2d", "out": 8, "kernel": 3, "padding": "same", "bias": False}, {"type": "batchnorm2d"},
+    {"type": "add", "inputs": [-1, "a"]}, {"type": "relu"},
+    {"type": "conv2d", "out": 16, "kernel": 3, "stride": 2, "padding": "same", "bias": False},
+    {"type": "batchnorm2d"}, {"type": "relu"}, {"type": "global_avgpool"}, {"type": "linear", "out": 10}]}
+RECIPE = ["--limit", "4000", "--val", "500", "--epochs", "3", "--seed", "11", "--threads", "2", "--quiet",
+          "--batch", "64", "--optimizer", "sgd", "--momentum", "0.9", "--nesterov", "--lr", "0.1",
+          "--weight-decay", "5e-4", "--schedule", "onecycle", "--label-smoothing", "0.1", "--ema", "0.99",
+          "--crop", "2", "--flip", "0.5", "--erase", "0.5", "--scale-jitter", "0.1", "--gain", "0.2",
+          "--gamma", "0.2", "--blur", "0.1", "--sharpen", "0.1", "--patience", "0"]
+
+
+def test_recipe_resume(tmp):
+    arch = os.path.join(tmp, "tiny-res.json")
+    with open(arch, "w") as f:
+        json.dump(RES_ARCH, f)
+    ref, again, cut = (os.path.join(tmp, n + ".safetensors") for n in ("r1", "r2", "r3"))
+    r = run("train", "--model", arch, *RECIPE, "--out", ref)
+    expect(r.returncode == 0, "recipe run failed: %s" % r.stderr[-500:])
+    meta = json.loads(subprocess.run([TRAIN, "summary", ref], capture_output=True, text=True).stdout.split(
+        "training: ", 1)[1].splitlines()[0])
+    for k in ("schedule", "weight_decay", "nesterov", "label_smoothing", "ema", "augmentation"):
+        expect(k in meta, "training metadata lacks %r: %s" % (k, meta))
+    expect(meta["augmentation"]["erase"] == 0.5 and meta["augmentation"]["crop"] == 2, str(meta))
+    hist = json.load(open(os.path.join(tmp, "r1.history.json")))["history"]
+    expect(len(hist) == 3 and all("lr_end" in h for h in hist), "history lacks per-epoch rates")
+    expect(hist[0]["lr"] < hist[1]["lr"] and hist[2]["lr_end"] < 1e-4, "one-cycle rates look wrong: %s"
+           % [(h["lr"], h["lr_end"]) for h in hist])
+    r = run("train", "--model", arch, *RECIPE, "--out", again)
+    expect(r.returncode == 0 and tensors(again) == tensors(ref), "two recipe runs with one seed differ")
+    # interrupted in the middle of an epoch, then resumed: the same tensors
+    p = subprocess.Popen([TRAIN, "train", "--model", arch, *RECIPE, "--out", cut], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    ckpt = os.path.join(tmp, "r3.ckpt")
+    deadline = time.time() + 120
+    while not os.path.exists(ckpt) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)  # the first epoch's checkpoint: the second epoch has begun
+    time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    expect(p.returncode == 143, "SIGTERM: exit %d (did the run finish first?) %s" % (p.returncode, err.decode()[-300:]))
+    r = run("train", "--model", arch, *RECIPE, "--out", cut, "--resume")
+    expect(r.returncode == 0, "--resume failed: %s" % r.stderr[-500:])
+    expect(tensors(cut) == tensors(ref), "interrupted + resumed recipe run differs from an uninterrupted one")
+    # the recipe's flags are checked
+    fails(run("train", "--model", arch, "--schedule", "cosine", "--plateau", "3"), "--plateau")
+    fails(run("train", "--model", arch, "--nesterov"), "--nesterov needs --optimizer sgd")
+    fails(run("train", "--model", arch, "--erase", "1.5"), "--erase")
+    fails(run("train", "--model", arch, "--blur", "0.6", "--sharpen", "0.6"), "exclusive")
+
+
 def main():
     t = Runner()
     t.run("help", test_help)
@@ -240,6 +296,7 @@ def main():
             t.run("deterministic", test_deterministic, tmp, ref)
             t.run("sigterm_resume", test_sigterm_resume, tmp, ref)
             t.run("kill9_resume", test_kill9_resume, tmp, ref)
+        t.run("recipe_resume", test_recipe_resume, tmp)
         t.run("eda", test_eda, tmp)
         t.run("grid", test_grid, tmp)
     finally:
