@@ -323,7 +323,10 @@ def stylise(im, style, r, light_ink=False):
         return Image.alpha_composite(fill, with_alpha(ink, a)), style
     if style == "outline":
         width = max(3, int(round(min(a.size) * r.uniform(0.03, 0.05)))) | 1
-        edge = Image.fromarray(np.clip(np.asarray(a, np.int16) - np.asarray(a.filter(ImageFilter.MinFilter(width)), np.int16), 0, 255).astype(np.uint8))
+        a = ImageOps.expand(a, width, 0)     # the filter repeats border pixels: give it empty ones
+        edge = np.asarray(a, np.int16) - np.asarray(a.filter(ImageFilter.MinFilter(width)), np.int16)
+        edge = Image.fromarray(np.clip(edge, 0, 255).astype(np.uint8))
+        edge = edge.crop(edge.getbbox())
         c = ink if r.random() < 0.6 else (random_colour(r, 0.55, 0.95) if light_ink else r.choice(DARK_INKS))
         return with_alpha(c, edge), style
     raise ValueError(style)
@@ -391,7 +394,8 @@ def ground(kind, size, r):
 
 
 def place(item, canvas, fill, centred, r):
-    """Pastes an RGBA item onto canvas, its longer side scaled to fill of the canvas."""
+    """Pastes an RGBA item onto canvas, scaled to a random fraction in fill of the
+    canvas (in whichever of width and height is tighter)."""
     cw, ch = canvas.size
     s = min(fill[0] + r.random() * (fill[1] - fill[0]), 0.97) * min(cw / item.width, ch / item.height)
     iw, ih = max(int(item.width * s), 8), max(int(item.height * s), 8)
@@ -421,6 +425,8 @@ def save(im, path, fmt, r):
 # ------------------------------------------------------------------ kinds
 
 class Set:
+    """The files written so far and their manifest rows."""
+
     def __init__(self, out):
         self.out = out
         self.rows = []
