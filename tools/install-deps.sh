@@ -2,14 +2,18 @@
 # install-deps.sh - installs the Debian packages fmnist needs, only those
 # missing, so a second run costs a dpkg query and nothing else.
 #
-#   tools/install-deps.sh [build] [runtime] [test] [bench]
+#   tools/install-deps.sh [build] [runtime] [test] [bench] [data] [ood]
 #
 #   build    compilers, meson, headers (default when no group is named)
 #   runtime  shared libraries fmnist-serve needs at run time
 #   test     build + clang, sanitizer runtimes, curl, nginx, chromium, wrk,
-#            valgrind, node/npm when absent (the whole test suite)
+#            valgrind, python3-yaml and python3-pil (manifest checks),
+#            node/npm when absent (the whole test suite)
 #   bench    python3-torch and friends for docs/BENCHMARKS.md
 #   data     the Fashion-MNIST data set (part of build and test)
+#   ood      what tools/make-ood-set.py renders the out-of-distribution set
+#            with: python3-pil, python3-numpy and the packaged fonts whose
+#            artwork it uses (tests/data/ood/LICENSES.md)
 #
 # Used by the README's quick start, .ci/run and the Dockerfile.
 set -eu
@@ -22,12 +26,13 @@ for g in $groups; do
     case "$g" in
     build) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist" ;;
     runtime) pkgs="$pkgs zlib1g libcjson1 libpng16-16 libmicrohttpd12 ca-certificates" ;;
-    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist clang libclang-rt-14-dev curl python3 python3-yaml nginx chromium wrk valgrind"
+    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist clang libclang-rt-14-dev curl python3 python3-yaml python3-pil nginx chromium wrk valgrind"
         command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
         command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
     bench) pkgs="$pkgs python3 python3-torch python3-numpy libopenblas0-pthread python3-fastapi uvicorn python3-httptools python3-uvloop python3-pil wrk" ;;
     data) pkgs="$pkgs dataset-fashion-mnist" ;;
-    *) echo "install-deps.sh: unknown group '$g' (build, runtime, test, bench, data)" >&2; exit 2 ;;
+    ood) pkgs="$pkgs python3 python3-pil python3-numpy dataset-fashion-mnist fonts-noto-color-emoji fonts-symbola fonts-font-awesome fonts-materialdesignicons-webfont fonts-material-design-icons-iconfont fonts-humor-sans fonts-comic-neue fonts-breip fonts-dejavu-core" ;;
+    *) echo "install-deps.sh: unknown group '$g' (build, runtime, test, bench, data, ood)" >&2; exit 2 ;;
     esac
 done
 
