@@ -199,23 +199,82 @@ void fm_conv2d_pack(float *pw, const float *w, size_t O, size_t CKK, size_t OH, 
         fm_gemm_pack_a(O, CKK, w, CKK, pw);
 }
 
+/* ---- the scratch of the gathered convolutions ------------------------------------------ */
+
+/* Layout for a chunk of nb <= chunk images:
+ *   xp  [chunk, C, H + 2P, W + 2P]  the input with its zero padding (P > 0 only)
+ *   out [chunk * Q * max(C*K*K, O)]  forward: the product [O, nb*Q] before it is
+ *                                    split by image; backward: dcol [nb*Q, C*K*K] */
+static size_t padded_floats(size_t C, size_t H, size_t W, size_t P, size_t chunk) {
+    return P ? chunk * C * (H + 2 * P) * (W + 2 * P) : 0;
+}
+
+/* The input gradient of a stride-1 convolution whose output has few
+ * channels is the convolution of the output gradient, padded by K-1-P,
+ * with the weights turned 180 degrees and their channels swapped: a GEMM of
+ * depth O*K*K instead of O (the col2im route multiplies by the weights one
+ * output channel deep, then scatters), so it keeps the micro-kernel busy.
+ * Not the reference's summation order (tested within a tolerance); below
+ * TRANSPOSED_MAX_O channels only, so the study's convolutions (64 and 128
+ * outputs where a gradient is needed) keep the reference's order. */
+enum { TRANSPOSED_MAX_O = 48 };
+static int dx_transposed(size_t O, size_t S) { return S == 1 && O < TRANSPOSED_MAX_O; }
+
+size_t fm_conv2d_fast_scratch(size_t C, size_t O, size_t K, size_t H, size_t W, size_t S, size_t P, size_t chunk) {
+    size_t OH = fm_conv_out(H, K, S, P), OW = fm_conv_out(W, K, S, P), Q = OH * OW, ckk = C * K * K;
+    size_t own = padded_floats(C, H, W, P, chunk) + chunk * Q * (ckk > O ? ckk : O);
+    if (!dx_transposed(O, S)) return own;
+    size_t Pt = K - 1 - P, okk = O * K * K; /* the transposed convolution: O -> C channels, H x W outputs */
+    size_t t = C * okk + padded_floats(O, OH, OW, Pt, chunk) + chunk * H * W * (okk > C ? okk : C);
+    return own > t ? own : t;
+}
+
+/* The nb images at x with a P-pixel zero border, into xp (what the gathers
+ * read, so that they need no bounds tests); x itself when P = 0. */
+static const float *padded(float *xp, const float *x, size_t nb, size_t C, size_t H, size_t W, size_t P) {
+    if (!P) return x;
+    size_t Hp = H + 2 * P, Wp = W + 2 * P;
+    memset(xp, 0, nb * C * Hp * Wp * sizeof *xp);
+    for (size_t nc = 0; nc < nb * C; nc++)
+        for (size_t h = 0; h < H; h++) memcpy(xp + (nc * Hp + h + P) * Wp + P, x + (nc * H + h) * W, W * sizeof *xp);
+    return xp;
+}
+
+static patch_src patch_source(const float *xp, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S, size_t P,
+                              size_t OH, size_t OW) {
+    size_t Hp = H + 2 * P, Wp = W + 2 * P;
+    return (patch_src){xp, nb * C * Hp * Wp, C, Hp, Wp, K, S, OH, OW};
+}
+
+/* y[n, o, :] = out[o, n*Q .. n*Q + Q) + b[o] (b = NULL: none); out may be y's own
+ * block when nb = 1 (then only the bias is added). */
+static void split_by_image(float *y, const float *out, const float *b, size_t nb, size_t O, size_t Q) {
+    size_t ld = nb * Q;
+    for (size_t n = 0; n < nb; n++)
+        for (size_t o = 0; o < O; o++) {
+            float *yo = y + (n * O + o) * Q;
+            const float *t = out + o * ld + n * Q;
+            if (b)
+                for (size_t q = 0; q < Q; q++) yo[q] = t[q] + b[o];
+            else if (yo != t)
+                memcpy(yo, t, Q * sizeof(float));
+        }
+}
+
+/* ---- inference: weights packed once ------------------------------------------------ */
+
 void fm_conv2d_forward_packed(float *y, const float *x, const float *pw, const float *b, size_t N, size_t C, size_t H,
                               size_t W, size_t O, size_t K, size_t S, size_t P, float *scratch, size_t chunk,
                               float *gemm) {
     size_t OH = fm_conv_out(H, K, S, P), OW = fm_conv_out(W, K, S, P), Q = OH * OW, ckk = C * K * K;
-    float *colT = scratch, *tmp = scratch + chunk * Q * ckk;
+    float *xp = scratch, *tmp = scratch + padded_floats(C, H, W, P, chunk);
     for (size_t n0 = 0; n0 < N; n0 += chunk) {
         size_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
+        patch_src src = patch_source(padded(xp, x + n0 * C * H * W, nb, C, H, W, P), nb, C, H, W, K, S, P, OH, OW);
         if (fm_conv2d_packs_b(OH, OW)) {
             /* [nb*Q, O] = patches [nb*Q, ckk] x w^T: the same products summed in
              * the same order as w x patches, bit for bit; then to [n][O][Q] */
-            if (P == 0) { /* the patches gathered straight into the A strips */
-                patch_src src = {x + n0 * C * H * W, nb * C * H * W, C, H, W, K, S, OH, OW};
-                fm_sgemm_fn_pb(nb * Q, O, ckk, pack_patch_rows, &src, pw, 0, tmp, O, gemm);
-            } else {
-                fm_im2col(colT, x + n0 * C * H * W, nb, C, H, W, K, S, P, OH, OW);
-                fm_sgemm_pb(nb * Q, O, ckk, colT, ckk, pw, 0, tmp, O, gemm);
-            }
+            fm_sgemm_fn_pb(nb * Q, O, ckk, pack_patch_rows, &src, pw, 0, tmp, O, gemm);
             for (size_t n = 0; n < nb; n++)
                 for (size_t o = 0; o < O; o++) {
                     float *yo = y + ((n0 + n) * O + o) * Q;
@@ -227,25 +286,156 @@ void fm_conv2d_forward_packed(float *y, const float *x, const float *pw, const f
                 }
             continue;
         }
-        /* [O, nb*Q] = w[O, ckk] colT[ckk, nb*Q]: for one image that is y's
-         * own layout, for several it is gathered image by image */
+        /* [O, nb*Q] = w[O, ckk] patches[ckk, nb*Q]: for one image that is y's
+         * own layout, for several it is split image by image */
         float *out = nb == 1 ? y + n0 * O * Q : tmp;
-        if (P == 0) { /* valid padding: patches gathered into the panels */
-            patch_src src = {x + n0 * C * H * W, nb * C * H * W, C, H, W, K, S, OH, OW};
-            fm_sgemm_pa_fn(O, ld, ckk, pw, pack_patches, &src, 0, out, ld, gemm);
-        } else {
-            fm_im2col_t(colT, x + n0 * C * H * W, nb, C, H, W, K, S, P, OH, OW);
-            fm_sgemm_pa(O, ld, ckk, pw, colT, ld, 0, out, ld, gemm);
+        fm_sgemm_pa_fn(O, ld, ckk, pw, pack_patches, &src, 0, out, ld, gemm);
+        split_by_image(y + n0 * O * Q, out, b, nb, O, Q);
+    }
+}
+
+/* ---- training: the same products, the operands gathered -------------------------------- */
+
+enum { ONE_IMAGE_Q = 128 }; /* output positions from which an image is its own GEMM */
+
+void fm_conv2d_forward_fast(float *y, const float *x, const float *w, const float *b, size_t N, size_t C, size_t H,
+                            size_t W, size_t O, size_t K, size_t S, size_t P, float *scratch, size_t chunk,
+                            float *gemm) {
+    size_t OH = fm_conv_out(H, K, S, P), OW = fm_conv_out(W, K, S, P), Q = OH * OW, ckk = C * K * K;
+    float *xp = scratch, *tmp = scratch + padded_floats(C, H, W, P, chunk);
+    /* an image of many positions is GEMM enough on its own: it then writes
+     * straight into y (no split by image) and its padded copy stays in cache;
+     * each output is the same sum whatever the grouping */
+    if (Q >= ONE_IMAGE_Q) chunk = 1;
+    for (size_t n0 = 0; n0 < N; n0 += chunk) {
+        size_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
+        patch_src src = patch_source(padded(xp, x + n0 * C * H * W, nb, C, H, W, P), nb, C, H, W, K, S, P, OH, OW);
+        float *out = nb == 1 ? y + n0 * O * Q : tmp;
+        fm_sgemm_b_fn(O, ld, ckk, w, ckk, pack_patches, &src, 0, out, ld, gemm);
+        split_by_image(y + n0 * O * Q, out, b, nb, O, Q);
+    }
+}
+
+/* The output gradient of a chunk, dy [nb, O, Q], as GEMM operand A in the
+ * two orientations the backward pass multiplies it in. */
+typedef struct dy_src {
+    const float *dy;
+    size_t O, Q;
+} dy_src;
+
+/* A [O, nb*Q] (rows o, columns positions): ap[strip][k][r] = dy[n, o, q] */
+static void pack_dy_rows(const void *ctx, size_t i0, size_t mc, size_t k0, size_t kc, float *ap) {
+    const dy_src *d = ctx;
+    for (size_t s = 0; s < mc; s += FM_GEMM_MR, ap += kc * FM_GEMM_MR) {
+        size_t mr = mc - s < FM_GEMM_MR ? mc - s : FM_GEMM_MR;
+        size_t n = (k0) / d->Q, q = k0 % d->Q;
+        for (size_t k = 0; k < kc; k++) {
+            const float *col = d->dy + (n * d->O + i0 + s) * d->Q + q;
+            float *a = ap + k * FM_GEMM_MR;
+            for (size_t r = 0; r < mr; r++) a[r] = col[r * d->Q];
+            for (size_t r = mr; r < FM_GEMM_MR; r++) a[r] = 0.0f;
+            if (++q == d->Q) q = 0, n++;
         }
-        for (size_t n = 0; n < nb; n++)
-            for (size_t o = 0; o < O; o++) {
-                float *yo = y + ((n0 + n) * O + o) * Q;
-                const float *t = out + o * ld + n * Q;
-                if (b)
-                    for (size_t q = 0; q < Q; q++) yo[q] = t[q] + b[o];
-                else if (yo != t)
-                    memcpy(yo, t, Q * sizeof(float));
-            }
+    }
+}
+
+/* A [nb*Q, O] (rows positions, columns o): ap[strip][k][r] = dy[n_r, k, q_r] */
+static void pack_dy_cols(const void *ctx, size_t i0, size_t mc, size_t k0, size_t kc, float *ap) {
+    const dy_src *d = ctx;
+    for (size_t s = 0; s < mc; s += FM_GEMM_MR, ap += kc * FM_GEMM_MR) {
+        size_t mr = mc - s < FM_GEMM_MR ? mc - s : FM_GEMM_MR, off[FM_GEMM_MR];
+        for (size_t r = 0; r < mr; r++) {
+            size_t j = i0 + s + r, n = j / d->Q, q = j % d->Q;
+            off[r] = n * d->O * d->Q + q;
+        }
+        for (size_t k = 0; k < kc; k++) {
+            const float *dk = d->dy + (k0 + k) * d->Q;
+            float *a = ap + k * FM_GEMM_MR;
+            for (size_t r = 0; r < mr; r++) a[r] = dk[off[r]];
+            for (size_t r = mr; r < FM_GEMM_MR; r++) a[r] = 0.0f;
+        }
+    }
+}
+
+/* B [nb*Q, C*K*K] (rows positions, columns (c, kh, kw)): the position-major
+ * patch matrix the weight gradient multiplies, gathered from the padded
+ * input: bp[strip][k][c] = xp[base(position k0 + k) + row_offset(j0 + c)]. */
+static void pack_col_panel(const void *ctx, size_t k0, size_t kc, size_t j0, size_t nc, float *bp) {
+    const patch_src *p = ctx;
+    for (size_t s = 0; s < nc; s += FM_GEMM_NR, bp += kc * FM_GEMM_NR) {
+        size_t nr = nc - s < FM_GEMM_NR ? nc - s : FM_GEMM_NR, roff[FM_GEMM_NR];
+        for (size_t c = 0; c < nr; c++) roff[c] = patch_row_offset(p, j0 + s + c);
+        patch_pos at = patch_pos_of(p, k0);
+        for (size_t k = 0; k < kc; k++) {
+            size_t base;
+            patch_bases(p, &at, 1, 1, &base);
+            const float *xb = p->x + base;
+            float *b = bp + k * FM_GEMM_NR;
+            for (size_t c = 0; c < nr; c++) b[c] = xb[roff[c]];
+            for (size_t c = nr; c < FM_GEMM_NR; c++) b[c] = 0.0f;
+        }
+    }
+}
+
+/* dx[n, c, ih, iw] = sum of dcol entries the patches read from there, in
+ * the reference's order (positions in turn), P the padding cut off */
+static void col2im(float *dx, const float *dcol, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S,
+                   size_t P, size_t OH, size_t OW) {
+    memset(dx, 0, nb * C * H * W * sizeof(float));
+    for (size_t n = 0; n < nb; n++)
+        for (size_t oh = 0; oh < OH; oh++)
+            for (size_t ow = 0; ow < OW; ow++)
+                for (size_t c = 0; c < C; c++) {
+                    float *dxc = dx + (n * C + c) * H * W;
+                    for (size_t kh = 0; kh < K; kh++, dcol += K) {
+                        size_t ih = oh * S + kh;
+                        if (ih < P || ih - P >= H) continue;
+                        float *row = dxc + (ih - P) * W;
+                        for (size_t kw = 0; kw < K; kw++) {
+                            size_t iw = ow * S + kw;
+                            if (iw >= P && iw - P < W) row[iw - P] += dcol[kw];
+                        }
+                    }
+                }
+}
+
+void fm_conv2d_backward_fast(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                             size_t N, size_t C, size_t H, size_t W, size_t O, size_t K, size_t S, size_t P,
+                             float *scratch, size_t chunk, float *gemm) {
+    size_t OH = fm_conv_out(H, K, S, P), OW = fm_conv_out(W, K, S, P), Q = OH * OW, ckk = C * K * K;
+    float *xp = scratch, *dcol = scratch + padded_floats(C, H, W, P, chunk);
+    size_t chunk_all = chunk;
+    chunk = fm_conv_chunk(chunk, Q, ckk); /* the reference's grouping: weight gradients summed alike */
+    for (size_t n0 = 0; n0 < N; n0 += chunk) {
+        size_t nb = N - n0 < chunk ? N - n0 : chunk;
+        const float *dyc = dy + n0 * O * Q;
+        if (db)
+            for (size_t n = 0; n < nb; n++)
+                for (size_t o = 0; o < O; o++) {
+                    const float *dyo = dyc + (n * O + o) * Q;
+                    float s = 0.0f;
+                    for (size_t q = 0; q < Q; q++) s += dyo[q];
+                    db[o] += s;
+                }
+        patch_src src = patch_source(padded(xp, x + n0 * C * H * W, nb, C, H, W, P), nb, C, H, W, K, S, P, OH, OW);
+        dy_src d = {dyc, O, Q};
+        /* dw[O, ckk] += dy[O, nb*Q] col[nb*Q, ckk] */
+        fm_sgemm_fn_fn(O, ckk, nb * Q, pack_dy_rows, &d, pack_col_panel, &src, 1, dw, ckk, gemm);
+        if (dx && !dx_transposed(O, S)) { /* dcol[nb*Q, ckk] = dy^T w, then back onto the input */
+            fm_sgemm_fn_b(nb * Q, ckk, O, pack_dy_cols, &d, w, ckk, 0, dcol, ckk, gemm);
+            col2im(dx + n0 * C * H * W, dcol, nb, C, H, W, K, S, P, OH, OW);
+        }
+    }
+    if (dx && dx_transposed(O, S)) {
+        /* wt[c, o, kh, kw] = w[o, c, K-1-kh, K-1-kw]; dx = conv(dy, wt), padding K-1-P */
+        float *wt = scratch;
+        for (size_t o = 0; o < O; o++)
+            for (size_t c = 0; c < C; c++)
+                for (size_t kh = 0; kh < K; kh++)
+                    for (size_t kw = 0; kw < K; kw++)
+                        wt[((c * O + o) * K + kh) * K + kw] = w[((o * C + c) * K + (K - 1 - kh)) * K + (K - 1 - kw)];
+        fm_conv2d_forward_fast(dx, dy, wt, NULL, N, O, OH, OW, C, K, 1, K - 1 - P, scratch + C * O * K * K,
+                               chunk_all, gemm);
     }
 }
 

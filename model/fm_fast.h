@@ -21,10 +21,25 @@ size_t fm_conv2d_packed_size(size_t O, size_t CKK, size_t OH, size_t OW);
 void fm_conv2d_pack(float *pw, const float *w, size_t O, size_t CKK, size_t OH, size_t OW);
 /* fm_conv2d_forward with the weights packed by fm_conv2d_pack: bit for bit
  * the same y.  b = NULL leaves the bias out (see fm_maxpool2_bias_relu).
- * Scratch as fm_conv2d_scratch. */
+ * Scratch: fm_conv2d_fast_scratch floats. */
 void fm_conv2d_forward_packed(float *y, const float *x, const float *pw, const float *b, size_t N, size_t C, size_t H,
                               size_t W, size_t O, size_t K, size_t S, size_t P, float *scratch, size_t chunk,
                               float *gemm);
+
+/* The training convolution: fm_conv2d_forward / fm_conv2d_backward with the
+ * patches gathered straight into the GEMM's panels from a zero-padded copy
+ * of the input (no im2col matrix, no second packing pass), and the output
+ * gradient read in place in both orientations the backward needs (no
+ * transposed copy).  The GEMM sees the same numbers in the same order, so
+ * the results are bit for bit the reference's.  Scratch:
+ * fm_conv2d_fast_scratch floats. */
+size_t fm_conv2d_fast_scratch(size_t C, size_t O, size_t K, size_t H, size_t W, size_t S, size_t P, size_t chunk);
+void fm_conv2d_forward_fast(float *y, const float *x, const float *w, const float *b, size_t N, size_t C, size_t H,
+                            size_t W, size_t O, size_t K, size_t S, size_t P, float *scratch, size_t chunk,
+                            float *gemm);
+void fm_conv2d_backward_fast(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                             size_t N, size_t C, size_t H, size_t W, size_t O, size_t K, size_t S, size_t P,
+                             float *scratch, size_t chunk, float *gemm);
 
 /* A linear layer's weights [O, I] packed as GEMM operand B (fm_gemm_pack_b),
  * and fm_linear_forward from them: bit for bit the same y. */

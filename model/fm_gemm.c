@@ -390,6 +390,27 @@ void fm_sgemm_fn_pb(size_t M, size_t N, size_t K, fm_pack_a_fn pack, const void 
     gemm(M, N, K, &a, &b, accumulate, C, ldc, scratch);
 }
 
+void fm_sgemm_b_fn(size_t M, size_t N, size_t K, const float *A, size_t lda, fm_pack_b_fn pack, const void *ctx,
+                   int accumulate, float *C, size_t ldc, float *scratch) {
+    gemm_a a = {.kind = SRC_MATRIX, .m = A, .ld = lda};
+    gemm_b b = {.kind = SRC_FN, .fn = pack, .ctx = ctx};
+    gemm(M, N, K, &a, &b, accumulate, C, ldc, scratch);
+}
+
+void fm_sgemm_fn_b(size_t M, size_t N, size_t K, fm_pack_a_fn pack, const void *ctx, const float *B, size_t ldb,
+                   int accumulate, float *C, size_t ldc, float *scratch) {
+    gemm_a a = {.kind = SRC_FN, .fn = pack, .ctx = ctx};
+    gemm_b b = {.kind = SRC_MATRIX, .m = B, .ld = ldb};
+    gemm(M, N, K, &a, &b, accumulate, C, ldc, scratch);
+}
+
+void fm_sgemm_fn_fn(size_t M, size_t N, size_t K, fm_pack_a_fn pack_a, const void *ctx_a, fm_pack_b_fn pack_b,
+                    const void *ctx_b, int accumulate, float *C, size_t ldc, float *scratch) {
+    gemm_a a = {.kind = SRC_FN, .fn = pack_a, .ctx = ctx_a};
+    gemm_b b = {.kind = SRC_FN, .fn = pack_b, .ctx = ctx_b};
+    gemm(M, N, K, &a, &b, accumulate, C, ldc, scratch);
+}
+
 const char *fm_gemm_kernel_name(void) {
 #if FM_HAVE_CLONES
     __builtin_cpu_init();

@@ -59,6 +59,18 @@ typedef void (*fm_pack_a_fn)(const void *ctx, size_t i0, size_t mc, size_t k0, s
 void fm_sgemm_fn_pb(size_t M, size_t N, size_t K, fm_pack_a_fn pack, const void *ctx, const float *packed,
                     int accumulate, float *C, size_t ldc, float *scratch);
 
+/* The same loops with the operands from other sources: A a matrix and B
+ * gathered (fm_sgemm_b_fn), A gathered and B a matrix (fm_sgemm_fn_b), both
+ * gathered (fm_sgemm_fn_fn).  Bit for bit what fm_sgemm gives on the
+ * matrices the functions gather from.  A convolution's training passes
+ * gather their patches and output gradients this way. */
+void fm_sgemm_b_fn(size_t M, size_t N, size_t K, const float *A, size_t lda, fm_pack_b_fn pack, const void *ctx,
+                   int accumulate, float *C, size_t ldc, float *scratch);
+void fm_sgemm_fn_b(size_t M, size_t N, size_t K, fm_pack_a_fn pack, const void *ctx, const float *B, size_t ldb,
+                   int accumulate, float *C, size_t ldc, float *scratch);
+void fm_sgemm_fn_fn(size_t M, size_t N, size_t K, fm_pack_a_fn pack_a, const void *ctx_a, fm_pack_b_fn pack_b,
+                    const void *ctx_b, int accumulate, float *C, size_t ldc, float *scratch);
+
 /* Which micro-kernel the CPU dispatch picked ("avx2+fma" or "generic"), for logs. */
 const char *fm_gemm_kernel_name(void);
 

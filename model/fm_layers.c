@@ -117,10 +117,22 @@ void fm_im2col_t(float *colT, const float *x, size_t nb, size_t C, size_t H, siz
             }
 }
 
+/* Images per chunk: at most `chunk` (what the scratch was sized for), fewer
+ * when a chunk's patch matrix would outgrow the caches (FM_CONV_BUDGET
+ * floats); the study's layers all fit 16 images, so their grouping (and
+ * with it the order weight gradients are summed in) is as it always was. */
+size_t fm_conv_chunk(size_t chunk, size_t Q, size_t ckk) {
+    size_t per_image = Q * ckk;
+    size_t fit = FM_CONV_BUDGET / (per_image > 0 ? per_image : 1);
+    if (fit < 1) fit = 1;
+    return fit < chunk ? fit : chunk;
+}
+
 void fm_conv2d_forward(float *y, const float *x, const float *w, const float *b, size_t N, size_t C, size_t H,
                        size_t W, size_t O, size_t K, size_t S, size_t P, float *scratch, size_t chunk, float *gemm) {
     size_t OH = fm_conv_out(H, K, S, P), OW = fm_conv_out(W, K, S, P), Q = OH * OW, ckk = C * K * K;
-    float *colT = scratch, *tmp = scratch + chunk * Q * ckk;
+    float *colT = scratch, *tmp = scratch + chunk * Q * ckk; /* laid out for the caller's chunk */
+    chunk = fm_conv_chunk(chunk, Q, ckk);
     for (size_t n0 = 0; n0 < N; n0 += chunk) {
         size_t nb = N - n0 < chunk ? N - n0 : chunk, ld = nb * Q;
         /* [O, nb*Q] = w[O, ckk] colT[ckk, nb*Q]: for one image that is y's
@@ -145,6 +157,7 @@ void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
                         size_t chunk, float *gemm) {
     size_t OH = fm_conv_out(H, K, S, P), OW = fm_conv_out(W, K, S, P), Q = OH * OW, ckk = C * K * K;
     float *col = scratch, *tmp = scratch + chunk * Q * ckk, *dcol = tmp + chunk * Q * O;
+    chunk = fm_conv_chunk(chunk, Q, ckk);
     for (size_t n0 = 0; n0 < N; n0 += chunk) {
         size_t nb = N - n0 < chunk ? N - n0 : chunk;
         /* tmp[(n,q), o] = dy[n, o, q]; db[o] += sum dy */

@@ -28,7 +28,16 @@ void fm_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
 /* Output side of a convolution or pool: (H + 2P - K) / S + 1. */
 static inline size_t fm_conv_out(size_t H, size_t K, size_t S, size_t P) { return (H + 2 * P - K) / S + 1; }
 
-/* Scratch floats conv2d needs for chunks of `chunk` images (forward and backward). */
+/* Scratch floats conv2d needs for chunks of `chunk` images (forward and
+ * backward).  A layer whose chunk of patches would pass FM_CONV_BUDGET
+ * floats works on fewer images at a time (the cache, not the scratch, sets
+ * the limit there). */
+#ifndef FM_CONV_BUDGET
+#define FM_CONV_BUDGET ((size_t)600000)
+#endif
+/* The images per chunk a convolution with Q output positions and C*K*K =
+ * ckk patch rows actually uses: at most chunk, at most FM_CONV_BUDGET / (Q ckk). */
+size_t fm_conv_chunk(size_t chunk, size_t Q, size_t ckk);
 size_t fm_conv2d_scratch(size_t C, size_t O, size_t K, size_t OH, size_t OW, size_t chunk);
 /* y[N,O,OH,OW] = sum_{c,kh,kw} w[O,C,K,K] x[N,C,oh*S+kh-P,ow*S+kw-P] + b[O],
  * zero outside x.  Computed as im2col + GEMM (w times the patches, which

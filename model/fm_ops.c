@@ -286,23 +286,32 @@ static void conv_init(const fm_layer *L, float *p, fm_rng *rng) {
     if (L->n_b) memset(bias_of(L, p), 0, L->n_b * sizeof(float));
 }
 
-static size_t conv_scratch(const fm_layer *L, size_t chunk) {
-    return fm_conv2d_scratch((size_t)L->in_c, (size_t)L->units, (size_t)L->kernel, (size_t)L->out_h,
-                             (size_t)L->out_w, chunk);
+/* Scratch for the reference kernels and the gathered (fast) ones alike. */
+static size_t conv_scratch_of(size_t C, size_t O, size_t K, size_t H, size_t W, size_t S, size_t P, size_t chunk) {
+    size_t ref = fm_conv2d_scratch(C, O, K, fm_conv_out(H, K, S, P), fm_conv_out(W, K, S, P), chunk);
+    size_t fast = fm_conv2d_fast_scratch(C, O, K, H, W, S, P, chunk);
+    return ref > fast ? ref : fast;
 }
 
+static size_t conv_scratch(const fm_layer *L, size_t chunk) {
+    return conv_scratch_of((size_t)L->in_c, (size_t)L->units, (size_t)L->kernel, (size_t)L->in_h, (size_t)L->in_w,
+                           (size_t)L->stride, conv_pad(L), chunk);
+}
+
+/* Training runs the gathered convolution (fm_fast.h): bit for bit the
+ * reference kernels' results (tests/test_fast.c), without their im2col copies. */
 static void conv_forward(const fm_lctx *c) {
     const fm_layer *L = c->L;
-    fm_conv2d_forward(c->y, c->x[0], weight_of(L, c->p), bias_of(L, c->p), c->n, (size_t)L->in_c, (size_t)L->in_h,
-                      (size_t)L->in_w, (size_t)L->units, (size_t)L->kernel, (size_t)L->stride, conv_pad(L), c->conv,
-                      c->conv_chunk, c->gemm);
+    fm_conv2d_forward_fast(c->y, c->x[0], weight_of(L, c->p), bias_of(L, c->p), c->n, (size_t)L->in_c,
+                           (size_t)L->in_h, (size_t)L->in_w, (size_t)L->units, (size_t)L->kernel, (size_t)L->stride,
+                           conv_pad(L), c->conv, c->conv_chunk, c->gemm);
 }
 
 static void conv_backward(const fm_lctx *c) {
     const fm_layer *L = c->L;
-    fm_conv2d_backward(c->dx[0], weight_of(L, c->dp), bias_of(L, c->dp), c->dy, c->x[0], weight_of(L, c->p), c->n,
-                       (size_t)L->in_c, (size_t)L->in_h, (size_t)L->in_w, (size_t)L->units, (size_t)L->kernel,
-                       (size_t)L->stride, conv_pad(L), c->conv, c->conv_chunk, c->gemm);
+    fm_conv2d_backward_fast(c->dx[0], weight_of(L, c->dp), bias_of(L, c->dp), c->dy, c->x[0], weight_of(L, c->p),
+                            c->n, (size_t)L->in_c, (size_t)L->in_h, (size_t)L->in_w, (size_t)L->units,
+                            (size_t)L->kernel, (size_t)L->stride, conv_pad(L), c->conv, c->conv_chunk, c->gemm);
 }
 
 /* The packed convolution, then its fused tail: without relu the bias goes
@@ -616,16 +625,16 @@ static void add_init(const fm_layer *L, float *p, fm_rng *rng) {
 static size_t add_save(const fm_layer *L) { return L->proj == FM_PROJ_CONV_BN ? 2 * L->out_size : 0; }
 static size_t add_stats(const fm_layer *L) { return L->proj == FM_PROJ_CONV_BN ? 3 * (size_t)L->out_c : 0; }
 static size_t add_scratch(const fm_layer *L, size_t chunk) {
-    return L->proj == FM_PROJ_NONE
-               ? 0
-               : fm_conv2d_scratch((size_t)L->in2_c, (size_t)L->out_c, 1, (size_t)L->out_h, (size_t)L->out_w, chunk);
+    return L->proj == FM_PROJ_NONE ? 0
+                                   : conv_scratch_of((size_t)L->in2_c, (size_t)L->out_c, 1, (size_t)L->in2_h,
+                                                     (size_t)L->in2_w, (size_t)L->stride, 0, chunk);
 }
 
 /* The projection's convolution: y[n, C, out plane] = w[C, C2] x1 (strided), + bias when given. */
 static void add_proj_conv(const fm_lctx *c, float *y, const float *w, const float *b) {
     const fm_layer *L = c->L;
-    fm_conv2d_forward(y, c->x[1], w, b, c->n, (size_t)L->in2_c, (size_t)L->in2_h, (size_t)L->in2_w, (size_t)L->out_c,
-                      1, (size_t)L->stride, 0, c->conv, c->conv_chunk, c->gemm);
+    fm_conv2d_forward_fast(y, c->x[1], w, b, c->n, (size_t)L->in2_c, (size_t)L->in2_h, (size_t)L->in2_w,
+                           (size_t)L->out_c, 1, (size_t)L->stride, 0, c->conv, c->conv_chunk, c->gemm);
 }
 
 static void add_forward(const fm_lctx *c) {
@@ -671,8 +680,8 @@ static void add_backward(const fm_lctx *c) {
         dconv = dt;
         drest = NULL; /* the convolution has no bias */
     }
-    fm_conv2d_backward(c->dx[1], c->dp, drest, dconv, c->x[1], c->p, n, (size_t)L->in2_c, (size_t)L->in2_h,
-                       (size_t)L->in2_w, C, 1, (size_t)L->stride, 0, c->conv, c->conv_chunk, c->gemm);
+    fm_conv2d_backward_fast(c->dx[1], c->dp, drest, dconv, c->x[1], c->p, n, (size_t)L->in2_c, (size_t)L->in2_h,
+                            (size_t)L->in2_w, C, 1, (size_t)L->stride, 0, c->conv, c->conv_chunk, c->gemm);
 }
 
 static void add_update(const fm_layer *L, float *p, const float *const *stats, size_t n_sets) {

@@ -278,6 +278,28 @@ def test_recipe_resume(tmp):
     fails(run("train", "--model", arch, "--blur", "0.6", "--sharpen", "0.6"), "exclusive")
 
 
+def test_study_golden(tmp):
+    """The study's five train bit for bit as the build before the engine's
+    descriptor table did (tests/data/study_train_golden.json)."""
+    import hashlib
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    golden = json.load(open(os.path.join(root, "tests", "data", "study_train_golden.json")))
+    if os.environ.get("ASAN_OPTIONS"):  # tools/test.sh's sanitizer run: -O2 and 5x slower; the release run checks
+        print("note: study_golden runs in the release build only: skipped under the sanitizers")
+        return
+    version = subprocess.run([TRAIN, "version"], capture_output=True, text=True).stdout
+    if "gemm kernel: %s" % golden["kernel"] not in version:
+        print("note: the golden tensors are for the %s kernel, this build runs %s: skipped"
+              % (golden["kernel"], version.strip()))
+        return
+    for name, want in golden["tensors_sha256"].items():
+        out = os.path.join(tmp, "golden-%s.safetensors" % name)
+        r = run("train", "--model", name, *golden["command"], "--quiet", "--out", out)
+        expect(r.returncode == 0, "%s: %s" % (name, r.stderr[-300:]))
+        got = hashlib.sha256(tensors(out)).hexdigest()
+        expect(got == want, "%s trains differently from before: tensors %s, golden %s" % (name, got, want))
+
+
 def main():
     t = Runner()
     t.run("help", test_help)
@@ -297,6 +319,7 @@ def main():
             t.run("sigterm_resume", test_sigterm_resume, tmp, ref)
             t.run("kill9_resume", test_kill9_resume, tmp, ref)
         t.run("recipe_resume", test_recipe_resume, tmp)
+        t.run("study_golden", test_study_golden, tmp)
         t.run("eda", test_eda, tmp)
         t.run("grid", test_grid, tmp)
     finally:
