@@ -25,7 +25,7 @@ runs): requests/s move with the host, CPU per request and in flight per
 busy core much less.  Then RSS now and peak (VmHWM).
 """
 import argparse
-import gzip
+import importlib.util
 import json
 import os
 import re
@@ -37,21 +37,12 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "integration"))
-from common import DATA_DIR, ROOT, Server, png_gray  # noqa: E402
+from common import ROOT, Server, png_gray  # noqa: E402
 
-LUA = """
-local f = io.open(os.getenv("BENCH_BODY"), "rb")
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = os.getenv("BENCH_CTYPE")
-"""
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# wrk's POST script, the test image and the CPU reading of tools/bench-serve.py
+_spec = importlib.util.spec_from_file_location("bench_serve", os.path.join(ROOT, "tools", "bench-serve.py"))
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
 
 
 def metrics(base):
@@ -74,8 +65,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--conns", default="1,2,4,16")
     a = ap.parse_args()
-    with gzip.open(os.path.join(DATA_DIR, "t10k-images-idx3-ubyte.gz"), "rb") as f:
-        px = f.read()[16:16 + 784]
+    px = bench.test_image(0)
     tmp = tempfile.mkdtemp(prefix="fmnist-sizing-")
     png, v2, lua = (os.path.join(tmp, n) for n in ("img.png", "v2.json", "post.lua"))
     with open(png, "wb") as f:
@@ -83,7 +73,7 @@ def main():
     with open(v2, "w") as f:
         json.dump({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "UINT8", "data": list(px)}]}, f)
     with open(lua, "w") as f:
-        f.write(LUA)
+        f.write(bench.LUA)
     srv = Server(a.serve, ["--weights", os.path.join(ROOT, "weights"), "--static", "", "--threads", "2"])
     base = "http://127.0.0.1:%d" % srv.port
     pid = srv.proc.pid
@@ -107,14 +97,14 @@ def main():
                         samples.append(metrics(base)[2] - 1)  # the scrape counts itself
                         time.sleep(0.02)
                 s0, n0, _ = metrics(base)
-                c0, t0 = cpu_seconds(pid), time.time()
+                c0, t0 = bench.cpu_seconds([pid]), time.time()
                 th = threading.Thread(target=sample)
                 th.start()
                 subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % a.duration, "-s", lua, url],
                                capture_output=True, env=dict(os.environ, BENCH_BODY=body, BENCH_CTYPE=ctype))
                 stop.set()
                 th.join()
-                c1, t1 = cpu_seconds(pid), time.time()
+                c1, t1 = bench.cpu_seconds([pid]), time.time()
                 s1, n1, _ = metrics(base)
                 dt, n = t1 - t0, n1 - n0  # the sampler's scrapes are under /metrics, not counted
                 cpu = c1 - c0

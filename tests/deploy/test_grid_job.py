@@ -17,7 +17,9 @@ subset of the data (--limit 600 --val 200 --epochs 1).
     --collect, a missing, duplicate or damaged shard, shards of different N or
     settings, a row of the wrong shard, train flags given to --collect, an
     empty or absent directory.
-Skips (exit 77) without the data set.  Prints "N passed, M failed".
+Left out: the Jobs on a cluster (no API server here: scheduling, the shared
+volume, retries and evictions are Kubernetes' part) and a full-size grid
+(hours).  Skips (exit 77) without the data set.  Prints "N passed, M failed".
 """
 import json
 import os

@@ -104,14 +104,6 @@ def validate(docs):
     return r.returncode, r.stdout + r.stderr
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def quantity_cores(v):
     return float(v[:-1]) / 1000 if str(v).endswith("m") else float(v)
 
@@ -481,16 +473,20 @@ def main():
                     shutil.copy(os.path.join(weights_source(), f), models)
             cmd = [x.replace("/usr/local/bin/fmnist-serve", os.path.abspath(SERVE)).replace("/mnt/models", models)
                    for x in c["command"] + c["args"]]
-            p = free_port()
             e = {k: v for k, v in os.environ.items() if not k.startswith("FMNIST_")}
             e.update({k: v for k, v in env.items() if k.startswith("FMNIST_")})
-            e.update(PORT=str(p), FMNIST_HOST="127.0.0.1", FMNIST_STATIC="")
-            proc = subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            base = "http://127.0.0.1:%d" % p
-            t0 = time.time()
-            while curl(base + "/v2/health/live", timeout=2).status != 200:
-                expect(proc.poll() is None and time.time() - t0 < 20, "the predictor's command did not listen on $PORT=%d" % p)
-                time.sleep(0.1)
+            # PORT=0: the server takes a free port and prints it.  FMNIST_PORT (the image sets 8080)
+            # names a port already taken: a command that ignored $PORT could not start.
+            taken = socket.socket()
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            e.update(PORT="0", FMNIST_HOST="127.0.0.1", FMNIST_STATIC="", FMNIST_PORT=str(taken.getsockname()[1]))
+            proc = subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            first = proc.stdout.readline()
+            taken.close()
+            m = re.search(r"listening on http://[^ ]*:(\d+)/", first)
+            expect(m, "the predictor's command did not start: %r" % first)
+            base = "http://127.0.0.1:%s" % m.group(1)
             for path in ("/v2/health/ready", "/v2/health/live", "/v2/models/cnn3/ready"):
                 expect(curl(base + path).status == 200, "%s not 200" % path)
             imgs = read_test_images(1)
