@@ -1276,8 +1276,14 @@ static int read_shard(grid_shard *s) {
         return fail("%s: not a grid shard file (no \"format\": \"" GRID_FORMAT "\"); --collect reads the "
                     "directory that fmnist-train grid --shard I/N writes", path);
     double i = jnum(j, "shard"), n = jnum(j, "shards");
-    if (!(n >= 1 && n <= GRID_N && n == (int)n && i >= 0 && i < n && i == (int)i) ||
-        !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "settings")) ||
+    const cJSON *set = cJSON_GetObjectItemCaseSensitive(j, "settings");
+    int set_ok = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(set, "model")) != NULL;
+    static const char *const counts[] = {"seed", "patience", "train_examples", "val_examples"};
+    for (size_t k = 0; k < 4; k++) { /* the numbers the tables print, as integers */
+        double v = jnum(set, counts[k]);
+        set_ok = set_ok && v >= 0 && v <= 9007199254740992.0 && v == floor(v);
+    }
+    if (!(n >= 1 && n <= GRID_N && n == (int)n && i >= 0 && i < n && i == (int)i) || !set_ok ||
         !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "rows")))
         return fail("%s: damaged shard file (shard, shards, settings or rows missing or out of range)", path);
     s->index = (int)i, s->count = (int)n;
@@ -1328,10 +1334,6 @@ static int grid_collect(const char *dir, const char *grid_out, const char *model
     }
     if (rc) goto done;
     const char *model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(set0, "model"));
-    if (!model) {
-        rc = fail("%s: damaged shard file (no settings.model)", sh[0].path);
-        goto done;
-    }
     if (model_flag && strcmp(model_flag, model) != 0) {
         rc = fail("--collect %s: the shards are of model %s, not --model %s", dir, model, model_flag);
         goto done;

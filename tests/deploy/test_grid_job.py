@@ -256,6 +256,10 @@ def test_errors(tmp, ref_shards):
                edit_json(lambda j: j["rows"][0].pop("val_accuracy"))), "val_accuracy")
     fails(case("not-shard", [(s0, "shard-0-of-2.json"), (s1, "shard-1-of-2.json")],
                edit_json(lambda j: j.pop("format"))), "not a grid shard file")
+    fails(case("bad-settings", [(s0, "shard-0-of-2.json"), (s1, "shard-1-of-2.json")],
+               edit_json(lambda j: j["settings"].update(train_examples=-1))), "damaged shard file")
+    fails(case("bad-index", [(s0, "shard-0-of-2.json"), (s1, "shard-1-of-2.json")],
+               edit_json(lambda j: j.update(shard=2))), "damaged shard file")
 
 
 def main():

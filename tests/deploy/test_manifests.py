@@ -482,10 +482,14 @@ def main():
             taken.listen(1)
             e.update(PORT="0", FMNIST_HOST="127.0.0.1", FMNIST_STATIC="", FMNIST_PORT=str(taken.getsockname()[1]))
             proc = subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            first = proc.stdout.readline()
+            said, m = [], None
+            for line in proc.stdout:  # warnings (no static directory here) come first
+                said.append(line)
+                m = re.search(r"listening on http://[^ ]*:(\d+)/", line)
+                if m or len(said) > 20:
+                    break
             taken.close()
-            m = re.search(r"listening on http://[^ ]*:(\d+)/", first)
-            expect(m, "the predictor's command did not start: %r" % first)
+            expect(m, "the predictor's command did not start: %r" % "".join(said))
             base = "http://127.0.0.1:%s" % m.group(1)
             for path in ("/v2/health/ready", "/v2/health/live", "/v2/models/cnn3/ready"):
                 expect(curl(base + path).status == 200, "%s not 200" % path)
