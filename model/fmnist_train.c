@@ -11,6 +11,7 @@
  * write a checkpoint at the next batch boundary and --resume continues from
  * it with bit-identical results.  All output files are written atomically. */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -1177,113 +1178,184 @@ static int cmd_train(int argc, char **argv) {
     return rc;
 }
 
-static int cmd_grid(int argc, char **argv) {
-    cfg c;
-    const char *grid_out = NULL;
-    int pr = parse_train_flags(argc, argv, &c, &grid_out);
-    if (pr < 0) {
-        printf("usage: fmnist-train grid --model mlp2|mlp3 [--grid-out PREFIX] [train flags]\n\n"
-               "The study's hyper-parameter search: optimiser {Adam lr 1e-3, 1e-4; SGD lr 0.1, 0.01} x\n"
-               "batch {128, 256, 512}, each run with early stopping (--patience, default 10). Writes\n"
-               "PREFIX.md and PREFIX.csv (default PREFIX: weights/grid-MODEL) with the study's columns,\n"
-               "sorted by validation accuracy; the winner is chosen by validation accuracy, never by test\n"
-               "accuracy. Each run's weights go to PREFIX-runs/. Other train flags (--seed, --threads,\n"
-               "--epochs, --limit, --val, --data) apply to every run.\n");
-        return 0;
+/* ------------------------------------------------------------------ grid */
+
+/* The study's grid: optimiser {Adam lr 1e-3, 1e-4; SGD lr 0.1, 0.01} x batch
+ * {128, 256, 512}.  Configuration k (0..11) is optimiser k / 3 with batch
+ * k % 3: the order of an unsharded run, of a shard's share (k % N == I) and
+ * of ties in the sorted table. */
+enum { GRID_N = 12 };
+static const struct { int opt; double lr; } grid_opts[] = {
+    {FM_OPT_ADAM, 1e-3}, {FM_OPT_ADAM, 1e-4}, {FM_OPT_SGD, 1e-1}, {FM_OPT_SGD, 1e-2}};
+static const size_t grid_batches[] = {128, 256, 512};
+#define GRID_FORMAT "fmnist-grid-shard/1"
+
+typedef struct grid_row {
+    int config;   /* k, 0..GRID_N-1 */
+    int opt;
+    double lr;
+    size_t batch;
+    result r;     /* train/val/test loss and accuracy are what the tables show */
+} grid_row;
+
+static void grid_config(int k, grid_row *row) {
+    memset(row, 0, sizeof *row);
+    row->config = k;
+    row->opt = grid_opts[k / 3].opt;
+    row->lr = grid_opts[k / 3].lr;
+    row->batch = grid_batches[k % 3];
+}
+
+/* What every run of a grid shares: the shards of one grid must agree on all
+ * of it (thread count included: it changes the bits of the result), and the
+ * Markdown header is written from it.  NULL when out of memory. */
+static cJSON *grid_settings(const cfg *c, const data *d) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "model", c->model);
+    cJSON_AddNumberToObject(j, "seed", (double)c->seed);
+    cJSON_AddNumberToObject(j, "max_epochs", c->epochs);
+    cJSON_AddNumberToObject(j, "patience", c->patience);
+    cJSON_AddStringToObject(j, "monitor", c->monitor_acc ? "val_accuracy" : "val_loss");
+    cJSON_AddNumberToObject(j, "plateau_patience", c->plateau_patience);
+    cJSON_AddNumberToObject(j, "plateau_factor", c->plateau_factor);
+    cJSON_AddNumberToObject(j, "min_lr", c->min_lr);
+    cJSON_AddNumberToObject(j, "limit", (double)c->limit);
+    cJSON_AddNumberToObject(j, "threads", (double)(c->threads ? c->threads : fm_cpu_count()));
+    cJSON_AddNumberToObject(j, "train_examples", (double)d->train.n);
+    cJSON_AddNumberToObject(j, "val_examples", (double)d->val.n);
+    cJSON_AddNumberToObject(j, "test_examples", (double)d->test.n);
+    if (cJSON_GetArraySize(j) != 13) { /* an addition failed */
+        cJSON_Delete(j);
+        return NULL;
     }
-    if (pr) return pr;
-    fm_error err;
-    data d;
-    if (load_data(&d, fm_data_dir(c.data), c.val, c.limit, 1, &err)) return fail("%s", err.msg);
-    char prefix[512], runs_dir[600], md[600], csv[600];
-    snprintf(prefix, sizeof prefix, "%s", grid_out ? grid_out : "");
-    if (!grid_out) snprintf(prefix, sizeof prefix, "weights/grid-%s", c.model);
-    snprintf(runs_dir, sizeof runs_dir, "%s-runs", prefix);
-    snprintf(md, sizeof md, "%s.md", prefix);
-    snprintf(csv, sizeof csv, "%s.csv", prefix);
-    if (mkdir(runs_dir, 0755) && errno != EEXIST) {
-        free_data(&d);
-        return fail("%s: cannot create: %s", runs_dir, strerror(errno));
+    return j;
+}
+
+static const char *const grid_row_keys[] = {"train_loss", "val_loss", "test_loss",
+                                            "train_accuracy", "val_accuracy", "test_accuracy"};
+
+static double *grid_row_value(grid_row *w, size_t i) {
+    double *v[] = {&w->r.train.loss, &w->r.val.loss, &w->r.test.loss,
+                   &w->r.train.accuracy, &w->r.val.accuracy, &w->r.test.accuracy};
+    return v[i];
+}
+
+/* A row as a shard file holds it (cJSON prints doubles so that they read back
+ * bit-exact).  NULL when out of memory. */
+static cJSON *grid_row_json(grid_row *w) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "config", w->config);
+    cJSON_AddStringToObject(j, "optimizer", fm_optim_name((fm_opt_kind)w->opt));
+    cJSON_AddNumberToObject(j, "learning_rate", w->lr);
+    cJSON_AddNumberToObject(j, "batch_size", (double)w->batch);
+    for (size_t i = 0; i < 6; i++) cJSON_AddNumberToObject(j, grid_row_keys[i], *grid_row_value(w, i));
+    if (cJSON_GetArraySize(j) != 10) {
+        cJSON_Delete(j);
+        return NULL;
     }
-    static const struct { int opt; double lr; } opts[] = {
-        {FM_OPT_ADAM, 1e-3}, {FM_OPT_ADAM, 1e-4}, {FM_OPT_SGD, 1e-1}, {FM_OPT_SGD, 1e-2}};
-    static const size_t batches[] = {128, 256, 512};
-    struct row { int opt; double lr; size_t batch; result r; } rows[12];
-    int n_rows = 0, rc = 0;
-    double t0 = now_s();
-    for (size_t i = 0; i < 4 && rc == 0; i++)
-        for (size_t b = 0; b < 3 && rc == 0; b++) {
-            cfg rc_cfg = c;
-            rc_cfg.opt = opts[i].opt;
-            rc_cfg.lr = opts[i].lr;
-            rc_cfg.momentum = 0.0;
-            rc_cfg.batch = batches[b];
-            char out[700];
-            snprintf(out, sizeof out, "%s/%s-%s-%g-%zu.safetensors", runs_dir, c.model,
-                     fm_optim_name((fm_opt_kind)opts[i].opt), opts[i].lr, batches[b]);
-            rc_cfg.out = out;
-            rc_cfg.checkpoint = NULL;
-            /* a finished run is not repeated: its weights carry its metrics */
-            fm_model prev = {0};
-            if (c.resume && fm_st_load(&prev, out, NULL, &err) == 0) {
-                fm_model_free(&prev);
-                rc_cfg.resume = 0;
-            } else {
-                char *ck = sibling(out, ".ckpt");
-                rc_cfg.resume = c.resume && ck && access(ck, F_OK) == 0;
-                free(ck);
-            }
-            printf("\n== grid run %d/12: %s lr %g batch %zu ==\n", n_rows + 1,
-                   fm_optim_name((fm_opt_kind)opts[i].opt), opts[i].lr, batches[b]);
-            fflush(stdout);
-            struct row *row = &rows[n_rows];
-            row->opt = opts[i].opt, row->lr = opts[i].lr, row->batch = batches[b];
-            fm_model done_model = {0};
-            if (c.resume && !rc_cfg.resume && fm_st_load(&done_model, out, NULL, &err) == 0) {
-                /* recover the finished run's numbers from its metadata */
-                cJSON *mj = cJSON_Parse(fm_model_meta(&done_model, "metrics") ? fm_model_meta(&done_model, "metrics") : "{}");
-                memset(&row->r, 0, sizeof row->r);
-                row->r.train.loss = jnum(mj, "train_loss"), row->r.train.accuracy = jnum(mj, "train_accuracy");
-                row->r.val.loss = jnum(mj, "val_loss"), row->r.val.accuracy = jnum(mj, "val_accuracy");
-                row->r.test.loss = jnum(mj, "test_loss"), row->r.test.accuracy = jnum(mj, "test_accuracy");
-                row->r.has_test = 1;
-                cJSON_Delete(mj);
-                fm_model_free(&done_model);
-                printf("already finished: %s\n", out);
-            } else {
-                rc = run_train(&rc_cfg, &d, &row->r, !c.quiet);
-            }
-            if (rc == 0) n_rows++;
+    return j;
+}
+
+/* Reads a row back; the configuration must be the grid's k.  Returns 0, or
+ * -1 with the reason in why. */
+static int grid_row_parse(const cJSON *j, grid_row *w, char *why, size_t why_len) {
+    double k = jnum(j, "config");
+    if (!(k >= 0 && k < GRID_N && k == (int)k)) {
+        snprintf(why, why_len, "a row's \"config\" is not an integer in 0..%d", GRID_N - 1);
+        return -1;
+    }
+    grid_config((int)k, w);
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "optimizer");
+    if (!cJSON_IsString(o) || fm_optim_parse(o->valuestring) != w->opt || jnum(j, "learning_rate") != w->lr ||
+        jnum(j, "batch_size") != (double)w->batch) {
+        snprintf(why, why_len, "row %d is not the grid's configuration %d (%s lr %g batch %zu)", (int)k, (int)k,
+                 fm_optim_name((fm_opt_kind)w->opt), w->lr, w->batch);
+        return -1;
+    }
+    for (size_t i = 0; i < 6; i++) {
+        double v = jnum(j, grid_row_keys[i]);
+        if (!isfinite(v)) {
+            snprintf(why, why_len, "row %d has no number \"%s\"", (int)k, grid_row_keys[i]);
+            return -1;
         }
-    free_data(&d);
-    if (rc) return rc;
-    /* sort by validation accuracy, descending (stable: ties keep grid order) */
+        *grid_row_value(w, i) = v;
+    }
+    w->r.has_test = 1;
+    return 0;
+}
+
+/* "I/N" with 0 <= I < N <= GRID_N. */
+static int parse_shard(const char *s, int *index, int *count) {
+    uint64_t i, n;
+    const char *slash = s ? strchr(s, '/') : NULL;
+    if (!slash || slash == s || slash - s > 20 || *s < '0' || *s > '9' || slash[1] < '0' || slash[1] > '9') return -1;
+    char head[24];
+    memcpy(head, s, (size_t)(slash - s));
+    head[slash - s] = '\0';
+    if (parse_u64(head, &i) || parse_u64(slash + 1, &n) || n < 1 || n > GRID_N || i >= n) return -1;
+    *index = (int)i;
+    *count = (int)n;
+    return 0;
+}
+
+/* Takes --shard and --collect (with their values) out of argv, in place, so
+ * the rest goes through parse_train_flags; returns the new argc or -1 after
+ * reporting a missing value. */
+static int take_grid_flags(int argc, char **argv, const char **shard, const char **collect) {
+    int n = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], **dst = NULL, *name = NULL;
+        if (strncmp(a, "--shard", 7) == 0 && (a[7] == '\0' || a[7] == '=')) dst = shard, name = "--shard";
+        if (strncmp(a, "--collect", 9) == 0 && (a[9] == '\0' || a[9] == '=')) dst = collect, name = "--collect";
+        if (!dst) {
+            argv[n++] = argv[i];
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        if (eq) {
+            *dst = eq + 1;
+        } else if (i + 1 < argc) {
+            *dst = argv[++i];
+        } else {
+            fail("flag %s needs a value (see fmnist-train grid --help)", name);
+            return -1;
+        }
+    }
+    argv[n] = NULL;
+    return n;
+}
+
+/* Sorts rows (in configuration order) by validation accuracy, descending,
+ * stable, and writes PREFIX.md and PREFIX.csv; time_note ends the header. */
+static int grid_write_tables(const char *prefix, const cJSON *set, grid_row *rows, int n_rows, const char *time_note) {
     for (int i = 1; i < n_rows; i++)
         for (int k = i; k > 0 && rows[k].r.val.accuracy > rows[k - 1].r.val.accuracy; k--) {
-            struct row t = rows[k];
+            grid_row t = rows[k];
             rows[k] = rows[k - 1];
             rows[k - 1] = t;
         }
+    const char *model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(set, "model"));
+    unsigned long long seed = (unsigned long long)jnum(set, "seed");
     size_t cap = 16384, ml = 0, cl = 0;
-    char *mdt = malloc(cap), *csvt = malloc(cap);
-    if (!mdt || !csvt) {
-        free(mdt);
-        free(csvt);
-        return fail("out of memory");
+    char *mdt = malloc(cap), *csvt = malloc(cap), *md = sibling(prefix, ".md"), *csv = sibling(prefix, ".csv");
+    int rc = 0;
+    if (!mdt || !csvt || !md || !csv || !model) {
+        rc = fail("out of memory");
+        goto done;
     }
     ml += (size_t)snprintf(mdt + ml, cap - ml,
                            "# Grid search: %s\n\nEach run: early stopping on val_loss (patience %d, best weights restored), "
                            "seed %llu, %zu training / %zu validation examples. Sorted by **validation accuracy**; "
                            "the winner is chosen by validation accuracy, never by test accuracy (the study picked by "
-                           "test accuracy). Command: `fmnist-train grid --model %s --seed %llu`. Total time %.0f s.\n\n"
+                           "test accuracy). Command: `fmnist-train grid --model %s --seed %llu`. %s\n\n"
                            "| Optimizer | Learning_Rate | Batch_Size | Train_Loss | Val_Loss | Test_Loss | Train_Accuracy | "
                            "Val_Accuracy | Test_Accuracy |\n|---|---|---|---|---|---|---|---|---|\n",
-                           c.model, c.patience, (unsigned long long)c.seed, d.train.n, d.val.n, c.model,
-                           (unsigned long long)c.seed, now_s() - t0);
+                           model, (int)jnum(set, "patience"), seed, (size_t)jnum(set, "train_examples"),
+                           (size_t)jnum(set, "val_examples"), model, seed, time_note);
     cl += (size_t)snprintf(csvt + cl, cap - cl,
                            "Optimizer,Learning_Rate,Batch_Size,Train_Loss,Val_Loss,Test_Loss,Train_Accuracy,Val_Accuracy,Test_Accuracy\n");
     for (int i = 0; i < n_rows; i++) {
-        const struct row *w = &rows[i];
+        const grid_row *w = &rows[i];
         const char *on = w->opt == FM_OPT_ADAM ? "Adam" : "SGD";
         ml += (size_t)snprintf(mdt + ml, cap - ml, "| %s%s | %.4f | %zu | %.6f | %.6f | %.6f | %.6f | %.6f | %.4f |\n",
                                on, i == 0 ? " (selected)" : "", w->lr, w->batch, w->r.train.loss, w->r.val.loss,
@@ -1297,11 +1369,363 @@ static int cmd_grid(int argc, char **argv) {
                                "\nSelected by validation accuracy: %s lr %g batch %zu (val accuracy %.4f, test accuracy %.4f).\n",
                                rows[0].opt == FM_OPT_ADAM ? "Adam" : "SGD", rows[0].lr, rows[0].batch,
                                rows[0].r.val.accuracy, rows[0].r.test.accuracy);
+    fm_error err;
     fm_chunk a = {mdt, ml}, b = {csvt, cl};
     if (fm_write_atomic(md, &a, 1, &err) || fm_write_atomic(csv, &b, 1, &err)) rc = fail("%s", err.msg);
     else printf("\n%s\nwrote %s and %s\n", mdt, md, csv);
+done:
     free(mdt);
     free(csvt);
+    free(md);
+    free(csv);
+    return rc;
+}
+
+/* Creates the directories above PREFIX (mkdir -p of its dirname; a
+ * directory made at the same time by another shard is no error).  0, or -1
+ * with errno set. */
+static int make_parents(const char *prefix) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s", prefix);
+    char *end = strrchr(dir, '/');
+    if (!end || end == dir) return 0;
+    *end = '\0';
+    for (char *p = dir + 1; ; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(dir, 0755) && errno != EEXIST) return -1;
+            if (!(*p = c)) return 0;
+        }
+    }
+}
+
+/* A shard file read back: its path (owned), its JSON (owned) and the values
+ * collect checks. */
+typedef struct grid_shard {
+    char *path;
+    cJSON *json;
+    int index, count;
+} grid_shard;
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Lists DIR's *.json files (not dot files), sorted; *out malloc'd (caller
+ * frees each and the array).  Returns the count or -1 after reporting. */
+static int list_json(const char *dir, char ***out) {
+    DIR *dp = opendir(dir);
+    if (!dp) {
+        fail("--collect %s: cannot read the directory: %s", dir, strerror(errno));
+        return -1;
+    }
+    char **names = NULL;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] == '.' || len < 6 || strcmp(e->d_name + len - 5, ".json") != 0) continue;
+        if (n == cap) {
+            char **nn = cap < 1024 ? realloc(names, (size_t)(cap = cap ? cap * 2 : 16) * sizeof *names) : NULL;
+            if (!nn) break;
+            names = nn;
+        }
+        size_t pl = strlen(dir) + len + 2;
+        if (!(names[n] = malloc(pl))) break;
+        snprintf(names[n++], pl, "%s/%s", dir, e->d_name);
+    }
+    int broke = e != NULL;
+    closedir(dp);
+    if (broke) {
+        while (n) free(names[--n]);
+        free(names);
+        fail("--collect %s: out of memory (or over 1024 .json files)", dir);
+        return -1;
+    }
+    if (n) qsort(names, (size_t)n, sizeof *names, cmp_str);
+    *out = names;
+    return n;
+}
+
+/* Names the first key whose value differs between two settings objects. */
+static const char *first_difference(const cJSON *a, const cJSON *b) {
+    const cJSON *x;
+    cJSON_ArrayForEach(x, a) {
+        const cJSON *y = cJSON_GetObjectItemCaseSensitive(b, x->string);
+        if (!y || !cJSON_Compare(x, y, 1)) return x->string;
+    }
+    cJSON_ArrayForEach(x, b) if (!cJSON_GetObjectItemCaseSensitive(a, x->string)) return x->string;
+    return "?";
+}
+
+/* Reads and checks one shard file into *s; 0 or 1 after reporting. */
+static int read_shard(grid_shard *s) {
+    fm_error err;
+    char *text;
+    size_t len;
+    const char *path = s->path;
+    if (fm_read_file(path, 1 << 20, &text, &len, &err)) return fail("%s", err.msg);
+    s->json = cJSON_Parse(text);
+    free(text);
+    const cJSON *j = s->json;
+    if (!j) return fail("%s: not valid JSON (damaged or cut short: run its shard again)", path);
+    const char *format = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "format"));
+    if (!format || strcmp(format, GRID_FORMAT) != 0)
+        return fail("%s: not a grid shard file (no \"format\": \"" GRID_FORMAT "\"); --collect reads the "
+                    "directory that fmnist-train grid --shard I/N writes", path);
+    double i = jnum(j, "shard"), n = jnum(j, "shards");
+    const cJSON *set = cJSON_GetObjectItemCaseSensitive(j, "settings");
+    int set_ok = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(set, "model")) != NULL;
+    static const char *const counts[] = {"seed", "patience", "train_examples", "val_examples"};
+    for (size_t k = 0; k < 4; k++) { /* the numbers the tables print, as integers */
+        double v = jnum(set, counts[k]);
+        set_ok = set_ok && v >= 0 && v <= 9007199254740992.0 && v == floor(v);
+    }
+    if (!(n >= 1 && n <= GRID_N && n == (int)n && i >= 0 && i < n && i == (int)i) || !set_ok ||
+        !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(j, "rows")))
+        return fail("%s: damaged shard file (shard, shards, settings or rows missing or out of range)", path);
+    s->index = (int)i, s->count = (int)n;
+    return 0;
+}
+
+/* fmnist-train grid --collect DIR: merges the shard files of DIR into the
+ * tables; model_flag is --model when given (it must match the shards). */
+static int grid_collect(const char *dir, const char *grid_out, const char *model_flag) {
+    char **paths = NULL;
+    int n_files = list_json(dir, &paths), rc = 0, k;
+    if (n_files < 0) return 1;
+    grid_shard *sh = calloc((size_t)(n_files ? n_files : 1), sizeof *sh);
+    grid_row rows[GRID_N];
+    const char *seen_by[GRID_N] = {0};
+    const grid_shard *by_index[GRID_N] = {0};
+    double seconds = 0;
+    if (!sh) {
+        rc = fail("out of memory");
+        for (k = 0; k < n_files; k++) free(paths[k]);
+        goto done;
+    }
+    for (k = 0; k < n_files; k++) sh[k].path = paths[k]; /* the shards own the paths from here */
+    if (n_files == 0) {
+        rc = fail("--collect %s: no shard files (*.json) there; run fmnist-train grid --shard I/N first", dir);
+        goto done;
+    }
+    const cJSON *set0 = NULL;
+    for (k = 0; k < n_files && rc == 0; k++) {
+        grid_shard *s = &sh[k];
+        if ((rc = read_shard(s))) break;
+        const cJSON *set = cJSON_GetObjectItemCaseSensitive(s->json, "settings");
+        if (k == 0) {
+            set0 = set;
+        } else if (s->count != sh[0].count) {
+            rc = fail("--collect %s: %s is shard %d/%d but %s is shard %d/%d: the shards of one grid share N "
+                      "(remove the files of the other run)", dir, s->path, s->index, s->count, sh[0].path,
+                      sh[0].index, sh[0].count);
+        } else if (!cJSON_Compare(set, set0, 1)) {
+            rc = fail("--collect %s: %s and %s were made with different settings (\"%s\" differs): every shard of a "
+                      "grid needs the same flags", dir, sh[0].path, s->path, first_difference(set0, set));
+        } else if (by_index[s->index]) {
+            rc = fail("--collect %s: shard %d/%d twice: %s and %s", dir, s->index, s->count,
+                      by_index[s->index]->path, s->path);
+        }
+        if (rc == 0) by_index[s->index] = s;
+        seconds += isfinite(jnum(s->json, "seconds")) ? jnum(s->json, "seconds") : 0;
+    }
+    if (rc) goto done;
+    const char *model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(set0, "model"));
+    if (model_flag && strcmp(model_flag, model) != 0) {
+        rc = fail("--collect %s: the shards are of model %s, not --model %s", dir, model, model_flag);
+        goto done;
+    }
+    int count = sh[0].count;
+    for (int i = 0; i < count; i++)
+        if (!by_index[i]) {
+            rc = fail("--collect %s: shard %d/%d is missing (expected shard-%d-of-%d.json); run "
+                      "fmnist-train grid --shard %d/%d with the same flags", dir, i, count, i, count, i, count);
+            goto done;
+        }
+    for (k = 0; k < n_files; k++) {
+        const cJSON *r;
+        cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(sh[k].json, "rows")) {
+            grid_row w;
+            char why[200];
+            if (grid_row_parse(r, &w, why, sizeof why)) {
+                rc = fail("%s: %s", sh[k].path, why);
+                goto done;
+            }
+            if (w.config % count != sh[k].index || seen_by[w.config]) {
+                rc = fail("%s: configuration %d does not belong to shard %d/%d%s%s", sh[k].path, w.config,
+                          sh[k].index, count, seen_by[w.config] ? " or is also in " : "",
+                          seen_by[w.config] ? seen_by[w.config] : "");
+                goto done;
+            }
+            seen_by[w.config] = sh[k].path;
+            rows[w.config] = w;
+        }
+    }
+    for (k = 0; k < GRID_N; k++)
+        if (!seen_by[k]) {
+            rc = fail("--collect %s: %s lacks configuration %d: shard %d/%d did not finish (run it again with "
+                      "--resume)", dir, by_index[k % count]->path, k, k % count, count);
+            goto done;
+        }
+    char prefix[512], note[160];
+    if (grid_out) snprintf(prefix, sizeof prefix, "%s", grid_out);
+    else snprintf(prefix, sizeof prefix, "weights/grid-%s", model);
+    snprintf(note, sizeof note, "Total time %.0f s over %d shard%s (summed).", seconds, count, count > 1 ? "s" : "");
+    rc = grid_write_tables(prefix, set0, rows, GRID_N, note);
+done:
+    for (k = 0; k < n_files && sh; k++) {
+        free(sh[k].path);
+        cJSON_Delete(sh[k].json);
+    }
+    free(sh);
+    free(paths);
+    return rc;
+}
+
+static void usage_grid(void) {
+    printf("usage: fmnist-train grid --model mlp2|mlp3 [--grid-out PREFIX] [--shard I/N] [train flags]\n"
+           "       fmnist-train grid --collect DIR [--grid-out PREFIX]\n\n"
+           "The study's hyper-parameter search: optimiser {Adam lr 1e-3, 1e-4; SGD lr 0.1, 0.01} x\n"
+           "batch {128, 256, 512}, each run with early stopping (--patience, default 10). Writes\n"
+           "PREFIX.md and PREFIX.csv (default PREFIX: weights/grid-MODEL) with the study's columns,\n"
+           "sorted by validation accuracy; the winner is chosen by validation accuracy, never by test\n"
+           "accuracy. Each run's weights go to PREFIX-runs/. Other train flags (--seed, --threads,\n"
+           "--epochs, --limit, --val, --data) apply to every run; --resume skips finished runs and\n"
+           "continues an interrupted one from its checkpoint.\n\n"
+           "  --shard I/N    run only configurations k (0..11 in grid order: optimiser k/3, batch k%%3)\n"
+           "                 with k %% N == I (0 <= I < N <= 12) and write their rows to\n"
+           "                 PREFIX-shards/shard-I-of-N.json instead of the tables; shards can run on\n"
+           "                 different machines over a shared PREFIX (a Kubernetes Indexed Job:\n"
+           "                 deploy/k8s/grid-job.yaml). Give every shard the same flags, --threads too.\n"
+           "  --collect DIR  no training: merge DIR's shard files (every I of one N exactly once, same\n"
+           "                 settings) into PREFIX.md and PREFIX.csv, the same tables as an unsharded run;\n"
+           "                 PREFIX defaults to weights/grid-MODEL with the shards' model.\n");
+}
+
+static int cmd_grid(int argc, char **argv) {
+    cfg c;
+    const char *grid_out = NULL, *shard_arg = NULL, *collect_dir = NULL;
+    argc = take_grid_flags(argc, argv, &shard_arg, &collect_dir);
+    if (argc < 0) return 1;
+    int pr = parse_train_flags(argc, argv, &c, &grid_out);
+    if (pr < 0) {
+        usage_grid();
+        return 0;
+    }
+    if (pr) return pr;
+    int shard = 0, n_shards = 0;
+    if (shard_arg && collect_dir) return fail("grid: --shard runs a share, --collect merges the shards: give one");
+    if (shard_arg && parse_shard(shard_arg, &shard, &n_shards))
+        return fail("--shard: expected I/N with 0 <= I < N <= %d (N shards numbered from 0, as a Job's "
+                    "JOB_COMPLETION_INDEX), got '%s'", GRID_N, shard_arg);
+    if (collect_dir) {
+        const char *model_flag = NULL;
+        for (int i = 1; i < argc; i++) {
+            const char *a = argv[i];
+            if (strncmp(a, "--model", 7) == 0) model_flag = c.model;
+            if (strncmp(a, "--grid-out", 10) == 0 || strncmp(a, "--model", 7) == 0) {
+                if (!strchr(a, '=')) i++;
+            } else if (strcmp(a, "--quiet") != 0) {
+                return fail("grid --collect: %s does not apply (the settings come from the shard files; "
+                            "only --grid-out and --model go with --collect)", a);
+            }
+        }
+        return grid_collect(collect_dir, grid_out, model_flag);
+    }
+    fm_error err;
+    data d;
+    if (load_data(&d, fm_data_dir(c.data), c.val, c.limit, 1, &err)) return fail("%s", err.msg);
+    char prefix[512], runs_dir[600], shards_dir[600], shard_path[700];
+    snprintf(prefix, sizeof prefix, "%s", grid_out ? grid_out : "");
+    if (!grid_out) snprintf(prefix, sizeof prefix, "weights/grid-%s", c.model);
+    snprintf(runs_dir, sizeof runs_dir, "%s-runs", prefix);
+    snprintf(shards_dir, sizeof shards_dir, "%s-shards", prefix);
+    snprintf(shard_path, sizeof shard_path, "%s/shard-%d-of-%d.json", shards_dir, shard, n_shards);
+    cJSON *set = grid_settings(&c, &d);
+    const char *mk_fail = NULL;
+    if (make_parents(prefix)) mk_fail = prefix;
+    else if (mkdir(runs_dir, 0755) && errno != EEXIST) mk_fail = runs_dir;
+    else if (n_shards && mkdir(shards_dir, 0755) && errno != EEXIST) mk_fail = shards_dir;
+    if (mk_fail || !set) {
+        free_data(&d);
+        cJSON_Delete(set);
+        return mk_fail ? fail("%s: cannot create: %s", mk_fail, strerror(errno)) : fail("out of memory");
+    }
+    if (n_shards && fm_check_writable(shard_path, &err)) {
+        free_data(&d);
+        cJSON_Delete(set);
+        return fail("%s", err.msg);
+    }
+    grid_row rows[GRID_N];
+    int n_rows = 0, n_mine = 0, rc = 0;
+    for (int k = 0; k < GRID_N; k++) n_mine += !n_shards || k % n_shards == shard;
+    double t0 = now_s();
+    for (int k = 0; k < GRID_N && rc == 0; k++) {
+        if (n_shards && k % n_shards != shard) continue;
+        grid_row *row = &rows[n_rows];
+        grid_config(k, row);
+        cfg rc_cfg = c;
+        rc_cfg.opt = row->opt;
+        rc_cfg.lr = row->lr;
+        rc_cfg.momentum = 0.0;
+        rc_cfg.batch = row->batch;
+        char out[700];
+        snprintf(out, sizeof out, "%s/%s-%s-%g-%zu.safetensors", runs_dir, c.model,
+                 fm_optim_name((fm_opt_kind)row->opt), row->lr, row->batch);
+        rc_cfg.out = out;
+        rc_cfg.checkpoint = NULL;
+        /* a finished run is not repeated: its weights carry its metrics */
+        fm_model prev = {0};
+        if (c.resume && fm_st_load(&prev, out, NULL, &err) == 0) {
+            fm_model_free(&prev);
+            rc_cfg.resume = 0;
+        } else {
+            char *ck = sibling(out, ".ckpt");
+            rc_cfg.resume = c.resume && ck && access(ck, F_OK) == 0;
+            free(ck);
+        }
+        printf("\n== grid run %d/%d: %s lr %g batch %zu ==\n", n_rows + 1, n_mine,
+               fm_optim_name((fm_opt_kind)row->opt), row->lr, row->batch);
+        fflush(stdout);
+        fm_model done_model = {0};
+        if (c.resume && !rc_cfg.resume && fm_st_load(&done_model, out, NULL, &err) == 0) {
+            /* recover the finished run's numbers from its metadata */
+            cJSON *mj = cJSON_Parse(fm_model_meta(&done_model, "metrics") ? fm_model_meta(&done_model, "metrics") : "{}");
+            row->r.train.loss = jnum(mj, "train_loss"), row->r.train.accuracy = jnum(mj, "train_accuracy");
+            row->r.val.loss = jnum(mj, "val_loss"), row->r.val.accuracy = jnum(mj, "val_accuracy");
+            row->r.test.loss = jnum(mj, "test_loss"), row->r.test.accuracy = jnum(mj, "test_accuracy");
+            row->r.has_test = 1;
+            cJSON_Delete(mj);
+            fm_model_free(&done_model);
+            printf("already finished: %s\n", out);
+        } else {
+            rc = run_train(&rc_cfg, &d, &row->r, !c.quiet);
+        }
+        if (rc == 0) n_rows++;
+    }
+    free_data(&d);
+    if (rc == 0 && n_shards) {
+        /* one shard's rows, in configuration order, for grid --collect */
+        cJSON *j = cJSON_CreateObject(), *arr = cJSON_CreateArray();
+        cJSON_AddStringToObject(j, "format", GRID_FORMAT);
+        cJSON_AddNumberToObject(j, "shard", shard);
+        cJSON_AddNumberToObject(j, "shards", n_shards);
+        cJSON_AddItemToObject(j, "settings", set);
+        set = NULL;
+        cJSON_AddNumberToObject(j, "seconds", now_s() - t0);
+        int ok = cJSON_AddItemToObject(j, "rows", arr) && cJSON_GetArraySize(j) == 6;
+        for (int i = 0; i < n_rows && ok; i++) ok = cJSON_AddItemToArray(arr, grid_row_json(&rows[i]));
+        if (!ok) rc = fail("out of memory");
+        else if (write_json(shard_path, j, &err)) rc = fail("%s", err.msg);
+        else printf("\nshard %d/%d: %d runs; wrote %s (merge with fmnist-train grid --collect %s)\n", shard,
+                    n_shards, n_rows, shard_path, shards_dir);
+        cJSON_Delete(j);
+    } else if (rc == 0) {
+        char note[64];
+        snprintf(note, sizeof note, "Total time %.0f s.", now_s() - t0);
+        rc = grid_write_tables(prefix, set, rows, n_rows, note);
+    }
+    cJSON_Delete(set);
     return rc;
 }
 
