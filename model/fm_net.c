@@ -8,9 +8,12 @@
  * added to it, in a fixed order, so results stay bit-reproducible. */
 #include "fm_net.h"
 
+#include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fm_augment.h"
 #include "fm_gemm.h"
 #include "fm_layers.h"
 #include "fm_ops.h"
@@ -47,7 +50,7 @@ int fm_ws_create(fm_ws *ws, const fm_arch *a, size_t max_batch, int train, fm_er
         }
     } else {
         ws->n_slots = fm_plan_slots(a, ws->slot_of);
-        nf += (size_t)ws->n_slots * act;
+        nf += (size_t)ws->n_slots * act + align16(B * in_size_of(a)) + align16(B * FM_N_CLASSES);
     }
     char *block = malloc(nf * sizeof(float) + (nbytes ? nbytes : 1));
     if (!block) return fm_seterr(err, "out of memory allocating a workspace for batch %zu", max_batch);
@@ -62,6 +65,7 @@ int fm_ws_create(fm_ws *ws, const fm_arch *a, size_t max_batch, int train, fm_er
     ws->probs = f, f += align16(B * FM_N_CLASSES);
     if (!train) {
         for (int s = 0; s < ws->n_slots; s++) ws->slots[s] = f, f += act;
+        ws->aux = f; /* a mirrored input, then its logits */
         return 0;
     }
     ws->gtmp = f, f += 2 * act;
@@ -192,8 +196,11 @@ void fm_predict(const fm_arch *a, const float *params, fm_ws *ws, const float *x
 
 /* ---- the plan ---------------------------------------------------------------------- */
 
+static int read_serving(fm_model *m, fm_error *err);
+
 int fm_model_pack(fm_model *m, fm_error *err) {
     const fm_arch *a = &m->arch;
+    if (read_serving(m, err)) return -1;
     fm_plan *p = calloc(1, sizeof *p);
     int slot[FM_MAX_LAYERS];
     if (!p) return fm_seterr(err, "out of memory planning %s", a->name);
@@ -224,11 +231,74 @@ const float *fm_model_forward(const fm_model *m, fm_ws *ws, const float *x, size
     return fm_plan_run(m->plan, &r);
 }
 
-void fm_model_predict(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *probs) {
-    size_t in = in_size_of(&m->arch);
+void fm_model_logits(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *logits) {
+    const fm_arch *a = &m->arch;
+    size_t in = in_size_of(a);
     for (size_t i = 0; i < n; i += ws->max_batch) {
         size_t nb = n - i < ws->max_batch ? n - i : ws->max_batch;
-        const float *logits = fm_model_forward(m, ws, x + i * in, nb);
-        fm_softmax(probs + i * FM_N_CLASSES, logits, nb, FM_N_CLASSES);
+        float *z = logits + i * FM_N_CLASSES;
+        memcpy(z, fm_model_forward(m, ws, x + i * in, nb), nb * FM_N_CLASSES * sizeof *z);
+        if (!m->tta || !ws->aux) continue;
+        float *flip = ws->aux;
+        for (size_t e = 0; e < nb; e++)
+            fm_aug_hflip(flip + e * in, x + (i + e) * in, (size_t)a->in_c, (size_t)a->in_h, (size_t)a->in_w);
+        const float *z2 = fm_model_forward(m, ws, flip, nb);
+        for (size_t k = 0; k < nb * FM_N_CLASSES; k++) z[k] = 0.5f * (z[k] + z2[k]);
     }
+}
+
+void fm_model_softmax(const fm_model *m, const float *logits, size_t n, float *probs) {
+    float t = m->temperature > 0.0f ? m->temperature : 1.0f;
+    if (t == 1.0f) {
+        fm_softmax(probs, logits, n, FM_N_CLASSES);
+        return;
+    }
+    for (size_t i = 0; i < n * FM_N_CLASSES; i++) probs[i] = logits[i] / t;
+    fm_softmax(probs, probs, n, FM_N_CLASSES);
+}
+
+void fm_model_predict(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *probs) {
+    fm_model_logits(m, ws, x, n, probs);
+    fm_model_softmax(m, probs, n, probs);
+}
+
+int fm_model_uncertain(const fm_model *m, const float *probs) {
+    float top = probs[0];
+    for (int k = 1; k < FM_N_CLASSES; k++) top = probs[k] > top ? probs[k] : top;
+    return top < m->uncertain_below;
+}
+
+/* The "serving" metadata (fm_net.h) into m's fields. */
+static int read_serving(fm_model *m, fm_error *err) {
+    m->tta = 0, m->temperature = 1.0f, m->uncertain_below = 0.0f;
+    const char *text = fm_model_meta(m, "serving");
+    if (!text) return 0;
+    cJSON *j = cJSON_Parse(text);
+    int rc = -1;
+    if (!cJSON_IsObject(j)) {
+        fm_seterr(err, "\"serving\" metadata is not a JSON object");
+        goto done;
+    }
+    const cJSON *tta = cJSON_GetObjectItemCaseSensitive(j, "tta");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "temperature");
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(j, "uncertain_below");
+    if (tta && !(cJSON_IsString(tta) && (strcmp(tta->valuestring, "none") == 0 || strcmp(tta->valuestring, "hflip") == 0))) {
+        fm_seterr(err, "\"serving\" metadata: \"tta\" must be \"none\" or \"hflip\"");
+        goto done;
+    }
+    if (t && !(cJSON_IsNumber(t) && t->valuedouble > 0.01 && t->valuedouble < 100)) {
+        fm_seterr(err, "\"serving\" metadata: \"temperature\" must be a number in (0.01, 100)");
+        goto done;
+    }
+    if (u && !(cJSON_IsNumber(u) && u->valuedouble >= 0 && u->valuedouble <= 1)) {
+        fm_seterr(err, "\"serving\" metadata: \"uncertain_below\" must be a probability in [0, 1]");
+        goto done;
+    }
+    m->tta = tta && strcmp(tta->valuestring, "hflip") == 0;
+    if (t) m->temperature = (float)t->valuedouble;
+    if (u) m->uncertain_below = (float)u->valuedouble;
+    rc = 0;
+done:
+    cJSON_Delete(j);
+    return rc;
 }

@@ -34,6 +34,10 @@ typedef struct fm_model {
     fm_kv *meta;     /* [n_meta], owned (keys and values too) */
     char sha256[65]; /* hex digest of the weight file it was loaded from ("" otherwise) */
     fm_plan *plan;   /* inference plan (fm_model_pack), owned; NULL: the reference path */
+    /* serving options from the "serving" metadata, read by fm_model_pack */
+    int tta;               /* 1: logits averaged over the image and its mirror ("tta": "hflip") */
+    float temperature;     /* probabilities are softmax(logits / temperature) (calibration; 1 = none) */
+    float uncertain_below; /* a top probability below this marks an answer "uncertain" (0 = never) */
 } fm_model;
 
 /* Allocates zeroed parameters for arch (copied in).  Pair with fm_model_free. */
@@ -44,9 +48,13 @@ const char *fm_model_meta(const fm_model *m, const char *key);
 /* Sets (adds or replaces) a metadata entry; copies both strings. */
 int fm_model_set_meta(fm_model *m, const char *key, const char *value, fm_error *err);
 
-/* Builds the inference plan once (fusions, batch norm folded into the
- * convolution before it, weights packed for the GEMM; extra memory: about
- * one copy of the weights).  Call again after changing params. */
+/* Prepares a model for serving: builds the inference plan once (fusions,
+ * batch norm folded into the convolution before it, weights packed for
+ * the GEMM; extra memory: about one copy of the weights) and reads the
+ * "serving" metadata, a JSON object
+ *   {"tta": "none" | "hflip", "temperature": T > 0, "uncertain_below": P in [0, 1]}
+ * (every member optional; a malformed one is an error).  Call again after
+ * changing params or that metadata. */
 int fm_model_pack(fm_model *m, fm_error *err);
 
 /* Workspace for batches of up to max_batch examples.  A training workspace
@@ -71,6 +79,7 @@ typedef struct fm_ws {
     size_t conv_chunk;             /* images per im2col chunk */
     float *gemm;                   /* [FM_GEMM_SCRATCH] */
     float *probs;                  /* [max_batch, 10] softmax output (training: dlogits) */
+    float *aux;                    /* inference: [max_batch, in_size] a mirrored input, then [max_batch, 10] logits */
     void *block;                   /* the single allocation behind everything above */
 } fm_ws;
 
@@ -108,9 +117,17 @@ void fm_update_stats(const fm_arch *a, float *params, fm_ws *const *ws, size_t n
 void fm_predict(const fm_arch *a, const float *params, fm_ws *ws, const float *x, size_t n, float *probs);
 
 /* Inference for a loaded model: its plan when it has one (fm_model_pack),
- * else the reference.  Returns the logits of one chunk the same way
- * fm_forward does (n <= ws->max_batch), or probabilities for any n. */
+ * else the reference.  fm_model_forward: the network's logits of one chunk
+ * (n <= ws->max_batch), valid until the next call, as fm_forward returns
+ * them.  fm_model_logits: what the model serves before the softmax, for
+ * any n (the mirror averaged in when m->tta).  fm_model_predict: the served
+ * probabilities, softmax(logits / temperature), [n, 10]. */
 const float *fm_model_forward(const fm_model *m, fm_ws *ws, const float *x, size_t n);
+void fm_model_logits(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *logits);
 void fm_model_predict(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *probs);
+/* softmax(logits / m->temperature) of n rows */
+void fm_model_softmax(const fm_model *m, const float *logits, size_t n, float *probs);
+/* 1 when an answer with these probabilities [10] is to be marked uncertain */
+int fm_model_uncertain(const fm_model *m, const float *probs);
 
 #endif

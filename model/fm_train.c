@@ -87,6 +87,7 @@ typedef struct job {
     fm_eval *eval;        /* eval: per-thread partial result */
     uint8_t *pred;
     float *probs;
+    const fm_model *model; /* eval: the served path (plan, mirror, temperature) instead of params */
 } job;
 
 static void *grad_job(void *arg) {
@@ -181,7 +182,17 @@ static void *eval_job(void *arg) {
     for (size_t s = j->start; s < j->start + j->n; s += EVAL_CHUNK) {
         size_t nb = j->start + j->n - s < EVAL_CHUNK ? j->start + j->n - s : EVAL_CHUNK;
         fm_dataset_to_float(j->ds, s, nb, p->x[j->t]);
-        const float *logits = fm_forward(a, j->params, ws, p->x[j->t], nb, 0, NULL);
+        const float *logits;
+        float zt[EVAL_CHUNK * FM_N_CLASSES]; /* the served logits divided by the temperature */
+        if (j->model) {
+            fm_model_logits(j->model, ws, p->x[j->t], nb, zt);
+            float t = j->model->temperature > 0.0f ? j->model->temperature : 1.0f;
+            if (t != 1.0f)
+                for (size_t k = 0; k < nb * FM_N_CLASSES; k++) zt[k] /= t;
+            logits = zt;
+        } else {
+            logits = fm_forward(a, j->params, ws, p->x[j->t], nb, 0, NULL);
+        }
         ev->loss += fm_xent_forward_backward(NULL, NULL, logits, j->ds->labels + s, nb, FM_N_CLASSES, 0.0f);
         for (size_t i = 0; i < nb; i++) {
             const float *z = logits + i * FM_N_CLASSES;
@@ -199,8 +210,8 @@ static void *eval_job(void *arg) {
     return NULL;
 }
 
-void fm_pool_evaluate(fm_pool *p, const float *params, const fm_dataset *ds, fm_eval *out,
-                      uint8_t *pred, float *probs) {
+static void evaluate(fm_pool *p, const float *params, const fm_model *m, const fm_dataset *ds, fm_eval *out,
+                     uint8_t *pred, float *probs) {
     job jobs[256];
     fm_eval part[256];
     size_t T = p->n_threads, per = (ds->n + T - 1) / T;
@@ -208,7 +219,7 @@ void fm_pool_evaluate(fm_pool *p, const float *params, const fm_dataset *ds, fm_
         size_t start = t * per < ds->n ? t * per : ds->n;
         size_t end = start + per < ds->n ? start + per : ds->n;
         jobs[t] = (job){.p = p, .t = t, .params = params, .ds = ds, .start = start, .n = end - start,
-                        .eval = &part[t], .pred = pred, .probs = probs};
+                        .eval = &part[t], .pred = pred, .probs = probs, .model = m};
     }
     fan_out(eval_job, jobs, T);
     memset(out, 0, sizeof *out);
@@ -223,4 +234,14 @@ void fm_pool_evaluate(fm_pool *p, const float *params, const fm_dataset *ds, fm_
         out->loss /= (double)out->n;
         out->accuracy = (double)out->n_correct / (double)out->n;
     }
+}
+
+void fm_pool_evaluate(fm_pool *p, const float *params, const fm_dataset *ds, fm_eval *out, uint8_t *pred,
+                      float *probs) {
+    evaluate(p, params, NULL, ds, out, pred, probs);
+}
+
+void fm_pool_evaluate_model(fm_pool *p, const fm_model *m, const fm_dataset *ds, fm_eval *out, uint8_t *pred,
+                            float *probs) {
+    evaluate(p, NULL, m, ds, out, pred, probs);
 }

@@ -59,6 +59,12 @@ typedef struct fm_eval {
 void fm_pool_evaluate(fm_pool *p, const float *params, const fm_dataset *ds, fm_eval *out,
                       uint8_t *pred, float *probs);
 
+/* The same for a model as it is served (fm_model_logits: its plan when
+ * packed, the mirror when m->tta; loss and probs at m->temperature): what
+ * `fmnist-train eval`, the weight file's metrics and the server agree on. */
+void fm_pool_evaluate_model(fm_pool *p, const fm_model *m, const fm_dataset *ds, fm_eval *out, uint8_t *pred,
+                            float *probs);
+
 /* Number of online CPUs (>= 1). */
 size_t fm_cpu_count(void);
 

@@ -623,10 +623,16 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
     r->epochs_run = s.epoch;
     r->best_epoch = s.best_epoch + 1;
     r->seconds = s.elapsed;
-    fm_pool_evaluate(&pool, model.params, &d->train, &r->train, NULL, NULL);
-    fm_pool_evaluate(&pool, model.params, &d->val, &r->val, NULL, NULL);
+    /* the final figures as the file will be served (the plan: batch norm
+     * folded), so that the metadata, `fmnist-train eval` and the server agree */
+    if (fm_model_pack(&model, &err)) {
+        fail("%s", err.msg);
+        goto done;
+    }
+    fm_pool_evaluate_model(&pool, &model, &d->train, &r->train, NULL, NULL);
+    fm_pool_evaluate_model(&pool, &model, &d->val, &r->val, NULL, NULL);
     r->has_test = d->test.n > 0;
-    if (r->has_test) fm_pool_evaluate(&pool, model.params, &d->test, &r->test, NULL, NULL);
+    if (r->has_test) fm_pool_evaluate_model(&pool, &model, &d->test, &r->test, NULL, NULL);
 
     /* metadata: how it was made and how good it is */
     cJSON *training = cJSON_Duplicate(config, 1);
@@ -816,7 +822,12 @@ static int cmd_eval(int argc, char **argv) {
         goto done0;
     }
     fm_eval e;
-    fm_pool_evaluate(&pool, m.params, &test, &e, pred, probs);
+    if (fm_model_pack(&m, &err)) {
+        fail("%s", err.msg);
+        fm_pool_destroy(&pool);
+        goto done0;
+    }
+    fm_pool_evaluate_model(&pool, &m, &test, &e, pred, probs);
     cJSON *j = eval_json(&e, 1);
     cJSON_AddStringToObject(j, "weights", path);
     cJSON_AddStringToObject(j, "model", m.arch.name);
@@ -956,14 +967,16 @@ static void usage_train(FILE *f) {
             "                       Ctrl-C / SIGTERM; removed when training finishes\n"
             "  --resume             continue from the checkpoint (same flags required)\n"
             "  --data DIR           data directory (default: $FMNIST_DATA or %s)\n"
-            "  --quiet              no progress output\n",
+            "  --quiet              no progress output\n"
+            "  --no-test            do not evaluate on the test set at the end (for runs that choose a recipe:\n"
+            "                       choices are made on validation; the metadata then holds no test figures)\n",
             fm_cpu_count(), FM_DEFAULT_DATA_DIR);
 }
 
 enum { O_MODEL = 256, O_OPT, O_LR, O_MOM, O_BATCH, O_EPOCHS, O_PATIENCE, O_VAL, O_SEED, O_THREADS, O_OUT,
        O_DATA, O_CKPT, O_RESUME, O_LIMIT, O_PLATEAU, O_PFACTOR, O_MINLR, O_QUIET, O_HELP, O_GRIDOUT, O_MONITOR,
        O_SCHED, O_WARMUP, O_WD, O_NESTEROV, O_SMOOTH, O_EMA, O_CROP, O_FLIP, O_SCALE, O_ERASE, O_ERASE_AREA,
-       O_ERASE_RATIO, O_GAIN, O_GAMMA, O_BLUR, O_SHARPEN };
+       O_ERASE_RATIO, O_GAIN, O_GAMMA, O_BLUR, O_SHARPEN, O_NOTEST };
 
 /* A fraction flag: a number in [lo, hi]. */
 static int frac_flag(const char *name, const char *arg, double lo, double hi, double *out) {
@@ -995,6 +1008,7 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
         {"erase-area", required_argument, 0, O_ERASE_AREA}, {"erase-ratio", required_argument, 0, O_ERASE_RATIO},
         {"gain", required_argument, 0, O_GAIN}, {"gamma", required_argument, 0, O_GAMMA},
         {"blur", required_argument, 0, O_BLUR}, {"sharpen", required_argument, 0, O_SHARPEN},
+        {"no-test", no_argument, 0, O_NOTEST},
         {0, 0, 0, 0}};
     *c = (cfg){.model = "mlp2", .opt = -1, .lr = 0, .momentum = -1, .epochs = 100, .patience = 10,
                .val = FM_DEFAULT_N_VAL, .seed = 42, .plateau_factor = 0.5, .min_lr = 1e-6,
@@ -1073,6 +1087,7 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
             if (frac_flag("weight-decay", optarg, 0, 1, &c->weight_decay)) return 1;
             break;
         case O_NESTEROV: c->nesterov = 1; break;
+        case O_NOTEST: c->no_test = 1; break;
         case O_SMOOTH:
             if (frac_flag("label-smoothing", optarg, 0, 0.5, &c->smoothing)) return 1;
             break;
@@ -1171,7 +1186,7 @@ static int cmd_train(int argc, char **argv) {
     if (pr) return pr;
     fm_error err;
     data d;
-    if (load_data(&d, fm_data_dir(c.data), c.val, c.limit, 1, &err)) return fail("%s", err.msg);
+    if (load_data(&d, fm_data_dir(c.data), c.val, c.limit, !c.no_test, &err)) return fail("%s", err.msg);
     result r;
     int rc = run_train(&c, &d, &r, !c.quiet);
     free_data(&d);
@@ -1602,6 +1617,285 @@ static void usage_grid(void) {
            "                 PREFIX defaults to weights/grid-MODEL with the shards' model.\n");
 }
 
+/* ------------------------------------------------------------- calibrate */
+
+/* Mean negative log-likelihood of labels under softmax(z / t), n rows. */
+static double nll_at(const float *z, const uint8_t *y, size_t n, double t) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const float *r = z + i * FM_N_CLASSES;
+        double mx = r[0] / t, sum = 0.0;
+        for (int k = 1; k < FM_N_CLASSES; k++) mx = r[k] / t > mx ? r[k] / t : mx;
+        for (int k = 0; k < FM_N_CLASSES; k++) sum += exp(r[k] / t - mx);
+        s += log(sum) + mx - r[y[i]] / t;
+    }
+    return s / (double)n;
+}
+
+/* The temperature minimising the NLL (convex in 1/t): golden-section search on log t. */
+static double fit_temperature(const float *z, const uint8_t *y, size_t n) {
+    const double g = 0.6180339887498949;
+    double a = log(0.05), b = log(20.0), c = b - g * (b - a), d = a + g * (b - a);
+    double fc = nll_at(z, y, n, exp(c)), fd = nll_at(z, y, n, exp(d));
+    for (int it = 0; it < 80; it++) {
+        if (fc < fd) {
+            b = d, d = c, fd = fc, c = b - g * (b - a), fc = nll_at(z, y, n, exp(c));
+        } else {
+            a = c, c = d, fc = fd, d = a + g * (b - a), fd = nll_at(z, y, n, exp(d));
+        }
+    }
+    return exp((a + b) / 2);
+}
+
+/* Expected calibration error: 15 equal-width bins of the top probability,
+ * sum over bins of |accuracy - confidence| weighted by the bin's share. */
+static double ece_of(const float *z, const uint8_t *y, size_t n, double t) {
+    enum { BINS = 15 };
+    double conf[BINS] = {0}, acc[BINS] = {0}, cnt[BINS] = {0};
+    for (size_t i = 0; i < n; i++) {
+        const float *r = z + i * FM_N_CLASSES;
+        int am = 0;
+        for (int k = 1; k < FM_N_CLASSES; k++)
+            if (r[k] > r[am]) am = k;
+        double sum = 0.0;
+        for (int k = 0; k < FM_N_CLASSES; k++) sum += exp((r[k] - r[am]) / t);
+        double p = 1.0 / sum;
+        int bin = (int)(p * BINS);
+        if (bin >= BINS) bin = BINS - 1;
+        conf[bin] += p, acc[bin] += am == y[i], cnt[bin] += 1;
+    }
+    double e = 0.0;
+    for (int b = 0; b < BINS; b++)
+        if (cnt[b] > 0) e += fabs(acc[b] - conf[b]) / (double)n;
+    return e;
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Served logits of every example of ds (one thread; a one-off). */
+static int logits_of(const fm_model *m, const fm_dataset *ds, float **out, fm_error *err) {
+    enum { CH = 64 };
+    size_t in = (size_t)m->arch.in_c * m->arch.in_h * m->arch.in_w;
+    fm_ws ws;
+    float *z = malloc(ds->n * FM_N_CLASSES * sizeof *z), *x = malloc(CH * in * sizeof *x);
+    if (!z || !x || fm_ws_create(&ws, &m->arch, CH, 0, err)) {
+        free(z), free(x);
+        return err->msg[0] ? -1 : fm_seterr(err, "out of memory");
+    }
+    for (size_t s = 0; s < ds->n; s += CH) {
+        size_t nb = ds->n - s < CH ? ds->n - s : CH;
+        fm_dataset_to_float(ds, s, nb, x);
+        fm_model_logits(m, &ws, x, nb, z + s * FM_N_CLASSES);
+    }
+    fm_ws_destroy(&ws);
+    free(x);
+    *out = z;
+    return 0;
+}
+
+static double accuracy_of(const float *z, const uint8_t *y, size_t n) {
+    size_t ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float *r = z + i * FM_N_CLASSES;
+        int am = 0;
+        for (int k = 1; k < FM_N_CLASSES; k++)
+            if (r[k] > r[am]) am = k;
+        ok += am == y[i];
+    }
+    return n ? (double)ok / (double)n : 0.0;
+}
+
+/* Fraction of rows whose top probability at temperature t is below thr. */
+static double flagged_share(const float *z, size_t n, double t, double thr) {
+    size_t f = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float *r = z + i * FM_N_CLASSES;
+        float mx = r[0];
+        for (int k = 1; k < FM_N_CLASSES; k++) mx = r[k] > mx ? r[k] : mx;
+        double sum = 0.0;
+        for (int k = 0; k < FM_N_CLASSES; k++) sum += exp((r[k] - mx) / t);
+        f += 1.0 / sum < thr;
+    }
+    return n ? (double)f / (double)n : 0.0;
+}
+
+static int cmd_calibrate(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"out", required_argument, 0, 'o'},       {"tta", required_argument, 0, 'a'},
+        {"flag-rate", required_argument, 0, 'f'}, {"val", required_argument, 0, 'v'},
+        {"data", required_argument, 0, 'd'},      {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *out = NULL, *tta = "auto", *data_dir = NULL;
+    double flag_rate = 0.04;
+    uint64_t n_val = 0;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'o': out = optarg; break;
+        case 'a':
+            if (strcmp(optarg, "auto") && strcmp(optarg, "none") && strcmp(optarg, "hflip"))
+                return fail("--tta: expected auto, none or hflip, got '%s'", optarg);
+            tta = optarg;
+            break;
+        case 'f':
+            if (frac_flag("flag-rate", optarg, 0, 0.5, &flag_rate)) return 1;
+            break;
+        case 'v':
+            if (parse_u64(optarg, &n_val) || n_val < 100 || n_val > 59999)
+                return fail("--val: expected 100..59999, got '%s'", optarg);
+            break;
+        case 'd': data_dir = optarg; break;
+        case 'h':
+            printf("usage: fmnist-train calibrate FILE.safetensors [--out FILE] [--tta auto|none|hflip]\n"
+                   "                             [--flag-rate R] [--val N] [--data DIR]\n\n"
+                   "Chooses a model's serving options on the validation split (the last N examples of the\n"
+                   "training file, N from the file's training metadata unless --val says), never on the test set:\n"
+                   "  --tta auto       average the logits of each image and its mirror if that is more accurate on\n"
+                   "                   validation (default auto; none / hflip force it)\n"
+                   "  temperature      fitted to minimise the validation NLL (temperature scaling, Guo et al. 2017)\n"
+                   "  --flag-rate R    answers whose calibrated top probability is below the R-quantile of the\n"
+                   "                   validation images are marked \"uncertain\" (default 0.04)\n"
+                   "Writes them as the \"serving\" metadata (applied by fmnist-serve and fmnist-train eval), the\n"
+                   "figures as \"calibration\" (expected calibration error before/after, validation and test) and\n"
+                   "the served test accuracy into \"metrics\"; FILE is rewritten atomically unless --out.\n");
+            return 0;
+        default: return fail("calibrate: unknown option (see fmnist-train calibrate --help)");
+        }
+    }
+    if (optind != argc - 1) return fail("calibrate: expected exactly one weight file (see --help)");
+    const char *path = argv[optind];
+    if (!out) out = path;
+    fm_error err = {{0}};
+    fm_model m = {0};
+    if (fm_st_load(&m, path, NULL, &err)) return fail("%s", err.msg);
+    if (!n_val) {
+        cJSON *tj = cJSON_Parse(fm_model_meta(&m, "training") ? fm_model_meta(&m, "training") : "{}");
+        double v = jnum(tj, "val_examples");
+        cJSON_Delete(tj);
+        if (!(v >= 100 && v <= 59999)) {
+            fm_model_free(&m);
+            return fail("%s: no validation size in its training metadata; give --val N", path);
+        }
+        n_val = (uint64_t)v;
+    }
+    data d;
+    int rc = 1;
+    float *zv = NULL, *zt = NULL, *top = NULL;
+    cJSON *cal = NULL, *serving = NULL, *metrics = NULL;
+    if (load_data(&d, fm_data_dir(data_dir), (size_t)n_val, 0, 1, &err)) {
+        fm_model_free(&m);
+        return fail("%s", err.msg);
+    }
+    /* mirror averaging: on, off, or whichever validation prefers */
+    fm_model_set_meta(&m, "serving", "{}", &err);
+    if (fm_model_pack(&m, &err)) goto fail_err;
+    double acc_plain = 0, acc_flip = 0;
+    if (logits_of(&m, &d.val, &zv, &err)) goto fail_err;
+    acc_plain = accuracy_of(zv, d.val.labels, d.val.n);
+    m.tta = 1;
+    free(zv), zv = NULL;
+    if (logits_of(&m, &d.val, &zv, &err)) goto fail_err;
+    acc_flip = accuracy_of(zv, d.val.labels, d.val.n);
+    int use_flip = strcmp(tta, "hflip") == 0 || (strcmp(tta, "auto") == 0 && acc_flip > acc_plain);
+    if (!use_flip) {
+        m.tta = 0;
+        free(zv), zv = NULL;
+        if (logits_of(&m, &d.val, &zv, &err)) goto fail_err;
+    }
+    double t = fit_temperature(zv, d.val.labels, d.val.n);
+    /* the threshold: the flag-rate quantile of the calibrated top probability on validation */
+    top = malloc(d.val.n * sizeof *top);
+    if (!top) goto oom;
+    for (size_t i = 0; i < d.val.n; i++) {
+        const float *r = zv + i * FM_N_CLASSES;
+        float mx = r[0];
+        for (int k = 1; k < FM_N_CLASSES; k++) mx = r[k] > mx ? r[k] : mx;
+        double sum = 0.0;
+        for (int k = 0; k < FM_N_CLASSES; k++) sum += exp((r[k] - mx) / t);
+        top[i] = (float)(1.0 / sum);
+    }
+    qsort(top, d.val.n, sizeof *top, cmp_float);
+    size_t q = (size_t)(flag_rate * (double)d.val.n);
+    double thr = flag_rate > 0 ? (double)top[q < d.val.n ? q : d.val.n - 1] : 0.0;
+    m.temperature = (float)t;
+    if (logits_of(&m, &d.test, &zt, &err)) goto fail_err;
+
+    serving = cJSON_CreateObject();
+    cJSON_AddStringToObject(serving, "tta", use_flip ? "hflip" : "none");
+    cJSON_AddNumberToObject(serving, "temperature", (float)t);
+    cJSON_AddNumberToObject(serving, "uncertain_below", (float)thr);
+    cal = cJSON_CreateObject();
+    cJSON_AddStringToObject(cal, "chosen_on", "validation split: the last examples of train-images-idx3-ubyte");
+    cJSON_AddNumberToObject(cal, "val_examples", (double)d.val.n);
+    cJSON_AddNumberToObject(cal, "val_accuracy_plain", acc_plain);
+    cJSON_AddNumberToObject(cal, "val_accuracy_hflip", acc_flip);
+    cJSON_AddNumberToObject(cal, "temperature", (float)t);
+    cJSON_AddNumberToObject(cal, "val_nll_before", nll_at(zv, d.val.labels, d.val.n, 1.0));
+    cJSON_AddNumberToObject(cal, "val_nll_after", nll_at(zv, d.val.labels, d.val.n, t));
+    cJSON_AddNumberToObject(cal, "val_ece_before", ece_of(zv, d.val.labels, d.val.n, 1.0));
+    cJSON_AddNumberToObject(cal, "val_ece_after", ece_of(zv, d.val.labels, d.val.n, t));
+    cJSON_AddNumberToObject(cal, "test_ece_before", ece_of(zt, d.test.labels, d.test.n, 1.0));
+    cJSON_AddNumberToObject(cal, "test_ece_after", ece_of(zt, d.test.labels, d.test.n, t));
+    cJSON_AddNumberToObject(cal, "flag_rate_target", flag_rate);
+    cJSON_AddNumberToObject(cal, "uncertain_below", (float)thr);
+    cJSON_AddNumberToObject(cal, "val_flagged", flagged_share(zv, d.val.n, t, thr));
+    cJSON_AddNumberToObject(cal, "test_flagged", flagged_share(zt, d.test.n, t, thr));
+    cJSON_AddStringToObject(cal, "ece", "15 equal-width bins of the top probability");
+    char *ss = cJSON_PrintUnformatted(serving), *cs = cJSON_PrintUnformatted(cal);
+    int bad = !ss || !cs || fm_model_set_meta(&m, "serving", ss, &err) || fm_model_set_meta(&m, "calibration", cs, &err);
+    free(ss), free(cs);
+    if (bad) goto fail_err;
+    /* the served test figures, as eval and the server will find them */
+    if (fm_model_pack(&m, &err)) goto fail_err;
+    fm_pool pool;
+    if (fm_pool_create(&pool, &m.arch, fm_cpu_count(), 256, &err)) goto fail_err;
+    fm_eval te;
+    fm_pool_evaluate_model(&pool, &m, &d.test, &te, NULL, NULL);
+    fm_pool_destroy(&pool);
+    metrics = cJSON_Parse(fm_model_meta(&m, "metrics") ? fm_model_meta(&m, "metrics") : "{}");
+    if (!metrics) metrics = cJSON_CreateObject();
+    cJSON_DeleteItemFromObjectCaseSensitive(metrics, "test_loss");
+    cJSON_DeleteItemFromObjectCaseSensitive(metrics, "test_accuracy");
+    cJSON_DeleteItemFromObjectCaseSensitive(metrics, "test_correct");
+    cJSON_DeleteItemFromObjectCaseSensitive(metrics, "test_examples");
+    cJSON_AddNumberToObject(metrics, "test_loss", te.loss);
+    cJSON_AddNumberToObject(metrics, "test_accuracy", te.accuracy);
+    cJSON_AddNumberToObject(metrics, "test_correct", (double)te.n_correct);
+    cJSON_AddNumberToObject(metrics, "test_examples", (double)te.n);
+    char *ms = cJSON_PrintUnformatted(metrics);
+    bad = !ms || fm_model_set_meta(&m, "metrics", ms, &err);
+    free(ms);
+    if (bad || fm_st_save(&m, out, &err)) goto fail_err;
+    printf("%s: mirror averaging %s (validation accuracy %.4f plain, %.4f mirrored); temperature %.4f;\n"
+           "  validation ECE %.4f -> %.4f, NLL %.4f -> %.4f; test ECE %.4f -> %.4f;\n"
+           "  uncertain below %.4f: %.1f%% of validation, %.1f%% of test images flagged; test accuracy %.4f\n"
+           "wrote %s\n",
+           path, use_flip ? "on" : "off", acc_plain, acc_flip, t, ece_of(zv, d.val.labels, d.val.n, 1.0),
+           ece_of(zv, d.val.labels, d.val.n, t), nll_at(zv, d.val.labels, d.val.n, 1.0),
+           nll_at(zv, d.val.labels, d.val.n, t), ece_of(zt, d.test.labels, d.test.n, 1.0),
+           ece_of(zt, d.test.labels, d.test.n, t), thr, 100 * flagged_share(zv, d.val.n, t, thr),
+           100 * flagged_share(zt, d.test.n, t, thr), te.accuracy, out);
+    rc = 0;
+    goto done;
+oom:
+    fail("out of memory");
+    goto done;
+fail_err:
+    fail("%s", err.msg[0] ? err.msg : "out of memory");
+done:
+    cJSON_Delete(cal);
+    cJSON_Delete(serving);
+    cJSON_Delete(metrics);
+    free(zv), free(zt), free(top);
+    free_data(&d);
+    fm_model_free(&m);
+    return rc;
+}
+
 static int cmd_grid(int argc, char **argv) {
     cfg c;
     const char *grid_out = NULL, *shard_arg = NULL, *collect_dir = NULL;
@@ -1739,6 +2033,8 @@ static void usage(FILE *f) {
                "  eval     evaluate a weight file on the test set (text or --json)\n"
                "  summary  Keras-like layer table of a named architecture or weight file\n"
                "  eda      data overview: counts, shapes, pixel range, class balance, sample grid PNG\n"
+               "  calibrate  choose a weight file's serving options on validation: mirror averaging,\n"
+               "           temperature, the \"uncertain\" threshold\n"
                "  version  print the version\n\n"
                "Data: $FMNIST_DATA or --data DIR, default %s (Debian package dataset-fashion-mnist).\n",
                FM_DEFAULT_DATA_DIR);
@@ -1763,6 +2059,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "summary") == 0) return cmd_summary(argc - 1, argv + 1);
     if (strcmp(cmd, "eda") == 0) return fm_eda_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "calibrate") == 0) return cmd_calibrate(argc - 1, argv + 1);
     fprintf(stderr, "fmnist-train: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;

@@ -826,6 +826,55 @@ START_TEST(test_train_smoke) {
 }
 END_TEST
 
+
+/* ---- serving options ----------------------------------------------------------------- */
+
+/* The "serving" metadata: mirror averaging of the logits, temperature,
+ * the uncertainty threshold; malformed entries are refused. */
+START_TEST(test_serving_options) {
+    fm_arch a;
+    make_arch(&a, "cnn1");
+    fm_error err = {{0}};
+    fm_model m = {0};
+    ck_assert_int_eq(fm_model_init(&m, &a, &err), 0);
+    float *p = random_params(&a, 90);
+    memcpy(m.params, p, a.n_params * sizeof *p);
+    size_t n = 3;
+    float *x = random_images(&a, n, 91), *xf = xmalloc(n * 784 * sizeof *xf);
+    for (size_t e = 0; e < n; e++)
+        for (size_t r = 0; r < 28; r++)
+            for (size_t c = 0; c < 28; c++) xf[e * 784 + r * 28 + c] = x[e * 784 + r * 28 + 27 - c];
+    fm_ws ws;
+    ck_assert_int_eq(fm_ws_create(&ws, &a, 2, 0, &err), 0);
+    float z[3 * 10], zf[3 * 10], want[3 * 10], got[3 * 10];
+    ck_assert_int_eq(fm_model_pack(&m, &err), 0);
+    ck_assert(m.tta == 0 && m.temperature == 1.0f && m.uncertain_below == 0.0f);
+    fm_model_logits(&m, &ws, x, n, z);
+    fm_model_logits(&m, &ws, xf, n, zf);
+    ck_assert_int_eq(fm_model_set_meta(&m, "serving", "{\"tta\":\"hflip\",\"temperature\":2,\"uncertain_below\":0.5}", &err), 0);
+    ck_assert_int_eq(fm_model_pack(&m, &err), 0);
+    ck_assert(m.tta == 1 && m.temperature == 2.0f && m.uncertain_below == 0.5f);
+    for (size_t i = 0; i < n * 10; i++) want[i] = 0.5f * (z[i] + zf[i]) / 2.0f;
+    fm_softmax(want, want, n, 10);
+    fm_model_predict(&m, &ws, x, n, got);
+    for (size_t i = 0; i < n * 10; i++) ck_assert_float_eq_tol(got[i], want[i], 1e-6);
+    float flat[10], sure[10] = {0};
+    for (int k = 0; k < 10; k++) flat[k] = 0.1f;
+    sure[3] = 0.9f, sure[4] = 0.1f;
+    ck_assert(fm_model_uncertain(&m, flat) && !fm_model_uncertain(&m, sure));
+    static const char *const bad[] = {"[1]", "{\"tta\":\"vflip\"}", "{\"temperature\":0}", "{\"temperature\":\"2\"}",
+                                      "{\"uncertain_below\":1.5}", "not json"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(fm_model_set_meta(&m, "serving", bad[i], &err), 0);
+        ck_assert_msg(fm_model_pack(&m, &err) != 0, "serving %s accepted", bad[i]);
+        ck_assert_ptr_nonnull(strstr(err.msg, "serving"));
+    }
+    fm_ws_destroy(&ws);
+    fm_model_free(&m);
+    free(p), free(x), free(xf);
+}
+END_TEST
+
 /* ---- the suite ------------------------------------------------------------------------ */
 
 static Suite *net_suite(void) {
@@ -842,6 +891,7 @@ static Suite *net_suite(void) {
     tcase_add_loop_test(tc, test_packed_predict_identical, 0, n_arch);
     tcase_add_loop_test(tc, test_fused_inference_identical, 0, n_arch);
     tcase_add_loop_test(tc, test_eval_never_drops, 0, n_arch);
+    tcase_add_test(tc, test_serving_options);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("optim");

@@ -56,8 +56,9 @@ START_TEST(test_shipped_weights_reproduce) {
         ck_assert_msg(fm_model_meta(&m, "training") && fm_model_meta(&m, "dataset"), "%s: training/dataset metadata missing", path);
         fm_pool pool;
         ck_assert_msg(fm_pool_create(&pool, &m.arch, 2, 256, &err) == 0, "%s", err.msg);
-        fm_eval ev;
-        fm_pool_evaluate(&pool, m.params, &test, &ev, NULL, NULL);
+        fm_eval ev; /* as served: the plan, and any mirror averaging or temperature the file asks for */
+        ck_assert_msg(fm_model_pack(&m, &err) == 0, "%s: %s", path, err.msg);
+        fm_pool_evaluate_model(&pool, &m, &test, &ev, NULL, NULL);
         ck_assert_msg(ev.n == 10000, "expected 10000 test images");
         ck_assert_msg((double)ev.n_correct == cor->valuedouble,
                       "%s: re-evaluation gives %zu correct, metadata says %.0f: stale or corrupted weights", path,
