@@ -420,7 +420,7 @@ void fm_conv2d_backward_fast(float *dx, float *dw, float *db, const float *dy, c
         patch_src src = patch_source(padded(xp, x + n0 * C * H * W, nb, C, H, W, P), nb, C, H, W, K, S, P, OH, OW);
         dy_src d = {dyc, O, Q};
         /* dw[O, ckk] += dy[O, nb*Q] col[nb*Q, ckk] */
-        fm_sgemm_fn_fn(O, ckk, nb * Q, pack_dy_rows, &d, pack_col_panel, &src, 1, dw, ckk, gemm);
+        if (dw) fm_sgemm_fn_fn(O, ckk, nb * Q, pack_dy_rows, &d, pack_col_panel, &src, 1, dw, ckk, gemm);
         if (dx && !dx_transposed(O, S)) { /* dcol[nb*Q, ckk] = dy^T w, then back onto the input */
             fm_sgemm_fn_b(nb * Q, ckk, O, pack_dy_cols, &d, w, ckk, 0, dcol, ckk, gemm);
             col2im(dx + n0 * C * H * W, dcol, nb, C, H, W, K, S, P, OH, OW);

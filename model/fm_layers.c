@@ -26,7 +26,7 @@ void fm_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
                         size_t I, size_t O, float *gemm) {
     /* y = x w^T + b  =>  dx = dy w,  dw = dy^T x,  db = sum_n dy */
     if (dx) fm_sgemm(0, 0, N, I, O, dy, O, w, I, 0, dx, I, gemm);
-    fm_sgemm(1, 0, O, I, N, dy, O, x, I, 1, dw, I, gemm);
+    if (dw) fm_sgemm(1, 0, O, I, N, dy, O, x, I, 1, dw, I, gemm);
     if (!db) return;
     for (size_t n = 0; n < N; n++) {
         const float *dyn = dy + n * O;
@@ -173,7 +173,7 @@ void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
             }
         fm_im2col(col, x + n0 * C * H * W, nb, C, H, W, K, S, P, OH, OW);
         /* tmp = col w^T  =>  dw[O, ckk] += tmp^T col,  dcol[nb*Q, ckk] = tmp w */
-        fm_sgemm(1, 0, O, ckk, nb * Q, tmp, O, col, ckk, 1, dw, ckk, gemm);
+        if (dw) fm_sgemm(1, 0, O, ckk, nb * Q, tmp, O, col, ckk, 1, dw, ckk, gemm);
         if (dx) {
             fm_sgemm(0, 0, nb * Q, ckk, O, tmp, O, w, ckk, 0, dcol, ckk, gemm);
             col2im(dx + n0 * C * H * W, dcol, nb, C, H, W, K, S, P, OH, OW);
@@ -360,8 +360,8 @@ void fm_batchnorm_backward_train(float *dx, float *dgamma, float *dbeta, const f
                 sdyxh += (double)gp[i] * ((xp[i] - mf) * is);
             }
         }
-        dgamma[c] += (float)sdyxh;
-        dbeta[c] += (float)sdy;
+        if (dgamma) dgamma[c] += (float)sdyxh;
+        if (dbeta) dbeta[c] += (float)sdy;
         if (!dx) continue;
         /* dx = gamma invstd (dy - mean(dy) - xh mean(dy xh)) */
         float k = gamma[c] * is, a = (float)(sdy / M), bxh = (float)(sdyxh / M);
@@ -388,8 +388,8 @@ void fm_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const fl
                 if (dp) dp[i] = gp[i] * k;
             }
         }
-        dgamma[c] += (float)sdyxh;
-        dbeta[c] += (float)sdy;
+        if (dgamma) dgamma[c] += (float)sdyxh;
+        if (dbeta) dbeta[c] += (float)sdy;
     }
 }
 

@@ -21,7 +21,7 @@
 /* y[N,O] = x[N,I] w[O,I]^T + b[O] (b may be NULL: no bias) */
 void fm_linear_forward(float *y, const float *x, const float *w, const float *b, size_t N, size_t I, size_t O,
                        float *gemm);
-/* dx[N,I] = dy w (skipped when dx is NULL); dw[O,I] += dy^T x; db[O] += sum_n dy (db may be NULL) */
+/* dx[N,I] = dy w (skipped when dx is NULL); dw[O,I] += dy^T x; db[O] += sum_n dy (dw, db may be NULL) */
 void fm_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, size_t N,
                         size_t I, size_t O, float *gemm);
 
@@ -52,7 +52,7 @@ void fm_im2col(float *col, const float *x, size_t nb, size_t C, size_t H, size_t
                size_t OH, size_t OW);
 void fm_im2col_t(float *colT, const float *x, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S, size_t P,
                  size_t OH, size_t OW);
-/* dx (skipped when NULL), dw += , db += (skipped when NULL) for the forward above. */
+/* dx, dw += , db += for the forward above (each skipped when NULL). */
 void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, size_t N,
                         size_t C, size_t H, size_t W, size_t O, size_t K, size_t S, size_t P, float *scratch,
                         size_t chunk, float *gemm);
@@ -85,11 +85,11 @@ void fm_batchnorm_forward_eval(float *y, const float *x, const float *gamma, con
                                const float *rvar, size_t N, size_t C, size_t HW, float eps);
 /* Training backward (batch statistics): with xh = (x - mean) invstd and
  * M = N*HW, dgamma += sum dy xh, dbeta += sum dy,
- *   dx = gamma invstd / M (M dy - sum dy - xh sum dy xh)   (dx may be NULL) */
+ *   dx = gamma invstd / M (M dy - sum dy - xh sum dy xh)   (dx, dgamma, dbeta may be NULL) */
 void fm_batchnorm_backward_train(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                                  const float *stats, const float *gamma, size_t N, size_t C, size_t HW);
 /* Eval backward (running statistics are constants): dx = dy gamma / sqrt(rvar + eps),
- * dgamma += sum dy xh, dbeta += sum dy */
+ * dgamma += sum dy xh, dbeta += sum dy (each may be NULL) */
 void fm_batchnorm_backward_eval(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                                 const float *gamma, const float *rmean, const float *rvar, size_t N, size_t C,
                                 size_t HW, float eps);

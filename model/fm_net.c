@@ -140,7 +140,7 @@ void fm_backward_input(const fm_arch *a, const float *params, fm_ws *ws, const f
         if (i != last && !written[i]) continue; /* no gradient reached it */
         fm_lctx c = train_ctx(a, params, ws, x, i, n);
         c.dy = i == last ? dlogits : ws->grad[i];
-        c.dp = grads + L->p_off;
+        c.dp = grads ? grads + L->p_off : NULL; /* NULL: the input's gradient alone */
         /* each input's gradient: written in place by its first reader
          * (in backward order), into a temporary and added by the others */
         float *add_to[FM_MAX_INPUTS] = {NULL};

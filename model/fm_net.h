@@ -99,8 +99,8 @@ const float *fm_forward(const fm_arch *a, const float *params, fm_ws *ws, const 
 /* Backward pass after fm_forward on the same x with a training workspace,
  * in the forward's mode: given dlogits [n, 10], accumulates parameter
  * gradients into grads [n_params] (+=; buffers such as running statistics
- * get none).  dinput [n, in_size], when not NULL, receives the gradient of
- * the input (overwritten). */
+ * get none; grads = NULL skips them).  dinput [n, in_size], when not NULL,
+ * receives the gradient of the input (overwritten). */
 void fm_backward(const fm_arch *a, const float *params, fm_ws *ws, const float *x, const float *dlogits, size_t n,
                  float *grads);
 void fm_backward_input(const fm_arch *a, const float *params, fm_ws *ws, const float *x, const float *dlogits,

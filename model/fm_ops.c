@@ -89,10 +89,12 @@ static void glorot(float *w, size_t n, double fan_in, double fan_out, fm_rng *rn
     for (size_t k = 0; k < n; k++) w[k] = (2.0f * fm_rng_uniform(rng) - 1.0f) * limit;
 }
 
-/* The weight and bias of a layer in a tensor block (params or grads) at p. */
-static float *weight_of(const fm_layer *L, const float *p) { return (float *)p + (L->w_off - L->p_off); }
+/* The weight and bias of a layer in a tensor block (params or grads) at p;
+ * NULL for a gradient block of NULL (backward without parameter gradients:
+ * an explanation wants the input's alone). */
+static float *weight_of(const fm_layer *L, const float *p) { return p ? (float *)p + (L->w_off - L->p_off) : NULL; }
 static float *bias_of(const fm_layer *L, const float *p) {
-    return L->n_b ? (float *)p + (L->b_off - L->p_off) : NULL;
+    return L->n_b && p ? (float *)p + (L->b_off - L->p_off) : NULL;
 }
 
 /* A batch norm's tensors at p: weight, bias, running mean, running var, tracked. */
@@ -101,6 +103,7 @@ typedef struct bn_view {
 } bn_view;
 static bn_view bn_at(const float *p, size_t C) {
     float *q = (float *)p;
+    if (!q) return (bn_view){NULL, NULL, NULL, NULL, NULL};
     return (bn_view){q, q + C, q + 2 * C, q + 3 * C, q + 4 * C};
 }
 static int bn_tensors(fm_tensor *t, const char *prefix, size_t off, int C) {
@@ -668,7 +671,7 @@ static void add_backward(const fm_lctx *c) {
         if (c->dx[1] && c->dx[1] != c->dy) memcpy(c->dx[1], c->dy, total * sizeof(float));
         return;
     }
-    float *drest = c->dp + add_proj_w(L);
+    float *drest = c->dp ? c->dp + add_proj_w(L) : NULL;
     const float *dconv = c->dy;
     if (L->proj == FM_PROJ_CONV_BN) {
         bn_view v = bn_at(c->p + add_proj_w(L), C), d = bn_at(drest, C);

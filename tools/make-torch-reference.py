@@ -19,8 +19,10 @@ ops; torch.optim.Adam's own result is kept beside it) and AdamW (Keras'
 Adam with decoupled decay, written out); and the trainable-parameter count
 PyTorch gives for every named architecture (their JSON from
 `fmnist-train summary NAME --json`; FMNIST_TRAIN=path/to/fmnist-train,
-default build/model/fmnist-train).  Values are rounded to 9 significant
-digits.
+default build/model/fmnist-train); integrated gradients of the shipped
+weights/cnn3.safetensors for the first three test images (plain PyTorch:
+Captum is not packaged; needs dataset-fashion-mnist).  Values are rounded
+to 9 significant digits.
 """
 import json
 import os
@@ -109,6 +111,59 @@ def optim_case(kind, gen, nesterov=False, wd=0.0):
     return case
 
 
+def load_safetensors(path):
+    """A state dict from one of our weight files (F32 and I64 tensors), and its architecture."""
+    import struct
+    with open(path, "rb") as f:
+        b = f.read()
+    (n,) = struct.unpack("<Q", b[:8])
+    header = json.loads(b[8:8 + n])
+    data = b[8 + n:]
+    sd = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        lo, hi = v["data_offsets"]
+        dt = torch.float32 if v["dtype"] == "F32" else torch.int64
+        sd[k] = torch.frombuffer(bytearray(data[lo:hi]), dtype=dt).reshape(v["shape"]).clone()
+    return sd, json.loads(header["__metadata__"]["architecture"])
+
+
+def read_test_images(count):
+    """The first `count` Fashion-MNIST test images as [count, 1, 28, 28] floats in [0, 1]."""
+    import gzip
+    base = os.environ.get("FMNIST_DATA", "/usr/share/datasets/fashion-mnist")
+    for name in ("t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz"):
+        path = os.path.join(base, name)
+        if os.path.exists(path):
+            raw = (gzip.open if name.endswith(".gz") else open)(path, "rb").read()
+            px = torch.tensor(list(raw[16:16 + count * 784]), dtype=torch.float32) / 255.0
+            return px.reshape(count, 1, 28, 28)
+    raise FileNotFoundError("Fashion-MNIST test images not found under %s" % base)
+
+
+def ig_case(steps=32, count=3):
+    """Integrated gradients of the shipped cnn3 for its predicted class on the
+    first test images: black baseline, midpoint rule (alpha_k = (k + 1/2) / steps),
+    in float64 - what fm_explain computes in float32."""
+    sd, arch = load_safetensors(os.path.join(ROOT, "weights", "cnn3.safetensors"))
+    net = build(arch)
+    net.load_state_dict(sd)
+    net = net.double().eval()
+    x = read_test_images(count).double()
+    cases = []
+    for i in range(count):
+        xi = x[i:i + 1]
+        with torch.no_grad():
+            c = int(net(xi).argmax())
+        alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+        path = (alphas.view(-1, 1, 1, 1) * xi).requires_grad_(True)
+        net(path)[:, c].sum().backward()
+        attr = (xi * path.grad.mean(0, keepdim=True)).reshape(-1)
+        cases.append({"index": i, "class": c, "steps": steps, "x": r(xi), "attributions": r(attr)})
+    return cases
+
+
 def named_counts():
     """PyTorch's trainable-parameter count of every named architecture."""
     exe = os.environ.get("FMNIST_TRAIN", os.path.join(ROOT, "build", "model", "fmnist-train"))
@@ -157,7 +212,8 @@ def main():
                         net_case("ref_resnet", res, 4, gen)],
            "optimizers": [optim_case("sgd", gen), optim_case("adam", gen),
                           optim_case("sgd", gen, nesterov=True, wd=0.01), optim_case("adamw", gen, wd=0.05)],
-           "parameter_counts": named_counts()}
+           "parameter_counts": named_counts(),
+           "integrated_gradients": ig_case()}
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
         json.dump(doc, f, separators=(",", ":"))
