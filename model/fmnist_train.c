@@ -102,6 +102,14 @@ static double now_s(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* CPU seconds of the whole process (all threads): the work a run took,
+ * whatever else the machine was doing meanwhile. */
+static double cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
 static volatile sig_atomic_t g_stop = 0;
 static void on_signal(int sig) { g_stop = sig; }
 
@@ -183,6 +191,8 @@ typedef struct run_state {
     int plateau_wait;
     double lr;             /* current learning rate */
     double elapsed;        /* seconds of training so far, all sittings */
+    double cpu_elapsed;    /* CPU seconds of training so far, all sittings */
+    double epoch_cpu;      /* CPU seconds spent in the current epoch before the interruption */
     double epoch_elapsed;  /* seconds spent in the current epoch before the interruption */
     cJSON *history;        /* array of per-epoch objects (owned) */
 } run_state;
@@ -259,6 +269,8 @@ static int ckpt_save(const char *path, const cJSON *config, const run_state *s, 
     cJSON_AddNumberToObject(j, "lr", s->lr);
     cJSON_AddNumberToObject(j, "elapsed", s->elapsed);
     cJSON_AddNumberToObject(j, "epoch_elapsed", s->epoch_elapsed);
+    cJSON_AddNumberToObject(j, "cpu_elapsed", s->cpu_elapsed);
+    cJSON_AddNumberToObject(j, "epoch_cpu", s->epoch_cpu);
     cJSON_AddNumberToObject(j, "opt_t", (double)o->t);
     cJSON_AddNumberToObject(j, "n_params", (double)n);
     cJSON_AddItemToObject(j, "history", cJSON_Duplicate(s->history, 1));
@@ -326,6 +338,10 @@ static int ckpt_load(const char *path, const cJSON *config, run_state *s, fm_opt
     s->lr = jnum(j, "lr");
     s->elapsed = jnum(j, "elapsed");
     s->epoch_elapsed = jnum(j, "epoch_elapsed");
+    s->cpu_elapsed = jnum(j, "cpu_elapsed");
+    s->epoch_cpu = jnum(j, "epoch_cpu");
+    if (!isfinite(s->cpu_elapsed)) s->cpu_elapsed = 0.0; /* a checkpoint of an older build */
+    if (!isfinite(s->epoch_cpu)) s->epoch_cpu = 0.0;
     o->t = (uint64_t)jnum(j, "opt_t");
     cJSON *h = cJSON_DetachItemFromObjectCaseSensitive(j, "history");
     if (!cJSON_IsArray(h) || !isfinite(s->lr) || s->epoch < 0) {
@@ -499,7 +515,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         fm_rng shuf;
         fm_rng_derive(&shuf, c.seed, (uint64_t)s.epoch, UINT64_MAX, 0x5348);
         fm_rng_shuffle(&shuf, idx, d->train.n);
-        double t0 = now_s() - s.epoch_elapsed;
+        double t0 = now_s() - s.epoch_elapsed, c0 = cpu_s() - s.epoch_cpu;
         for (; s.batch < nb_epoch; s.batch++) {
             size_t start = s.batch * c.batch, n = d->train.n - start < c.batch ? d->train.n - start : c.batch;
             double l = fm_pool_gradient(&pool, model.params, &d->train, idx + start, n, c.seed,
@@ -525,6 +541,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
             if (g_stop) {
                 s.batch++;
                 s.epoch_elapsed = now_s() - t0;
+                s.epoch_cpu = cpu_s() - c0;
                 s.elapsed += 0;
                 if (tty) fputc('\n', stderr);
                 if (ckpt_save(ckpt_path, config, &s, &opt, model.params, best, ema, arch.n_params, &err)) {
@@ -541,8 +558,9 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         double train_s = now_s() - t0;
         fm_eval ve;
         fm_pool_evaluate(&pool, eval_params, &d->val, &ve, NULL, NULL);
-        double epoch_s = now_s() - t0;
+        double epoch_s = now_s() - t0, epoch_cpu = cpu_s() - c0;
         s.elapsed += epoch_s;
+        s.cpu_elapsed += epoch_cpu;
         double tl = s.run_loss / (double)s.run_seen, ta = (double)s.run_correct / (double)s.run_seen;
         cJSON *h = cJSON_CreateObject();
         cJSON_AddNumberToObject(h, "epoch", s.epoch + 1);
@@ -553,6 +571,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         cJSON_AddNumberToObject(h, "lr", lr_first);
         if (c.sched != FM_SCHED_CONSTANT) cJSON_AddNumberToObject(h, "lr_end", opt.lr);
         cJSON_AddNumberToObject(h, "seconds", epoch_s);
+        cJSON_AddNumberToObject(h, "cpu_seconds", epoch_cpu);
         cJSON_AddNumberToObject(h, "train_seconds", train_s);
         cJSON_AddItemToArray(s.history, h);
         /* the monitored value, lower is better: val_loss or -val_accuracy */
@@ -589,6 +608,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         s.run_loss = 0.0;
         s.run_correct = s.run_seen = 0;
         s.epoch_elapsed = 0.0;
+        s.epoch_cpu = 0.0;
         int stop = c.patience > 0 && s.since_best >= c.patience;
         /* checkpoint every epoch: a kill -9 loses at most the epoch in progress */
         run_state next = s;
@@ -640,6 +660,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
     cJSON_AddNumberToObject(training, "epochs_run", r->epochs_run);
     cJSON_AddNumberToObject(training, "best_epoch", r->best_epoch);
     cJSON_AddNumberToObject(training, "seconds", r->seconds);
+    cJSON_AddNumberToObject(training, "cpu_seconds", s.cpu_elapsed);
     cJSON_AddStringToObject(training, "trainer", "fmnist-train " FM_VERSION);
     cJSON *metrics = cJSON_CreateObject();
     cJSON_AddNumberToObject(metrics, "train_loss", r->train.loss);
