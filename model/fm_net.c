@@ -231,13 +231,54 @@ const float *fm_model_forward(const fm_model *m, fm_ws *ws, const float *x, size
     return fm_plan_run(m->plan, &r);
 }
 
+/* Where the features (the last layer's input) of the last forward are, in
+ * an inference workspace that ran the plan or the reference. */
+static const float *features_of(const fm_model *m, const fm_ws *ws, const float *x) {
+    int src = m->arch.layers[m->arch.n_layers - 1].in[0];
+    int s = src >= 0 ? ws->slot_of[src] : FM_SLOT_INPUT;
+    return s >= 0 ? ws->slots[s] : x;
+}
+
+float fm_ood_score(const fm_ood *o, const float *f) {
+    double norm = 0.0, best = INFINITY;
+    for (size_t i = 0; i < o->dim; i++) norm += (double)f[i] * f[i];
+    norm = norm > 0 ? 1.0 / sqrt(norm) : 0.0;
+    for (int c = 0; c < FM_N_CLASSES; c++) {
+        /* |L^T (f/|f| - mu_c)|^2 = (f - mu)^T P (f - mu) */
+        const float *mu = o->means + (size_t)c * o->dim;
+        double d2 = 0.0;
+        for (size_t j = 0; j < o->dim; j++) {
+            double t = 0.0;
+            for (size_t i = j; i < o->dim; i++) t += (double)o->chol[i * o->dim + j] * (f[i] * norm - mu[i]);
+            d2 += t * t;
+        }
+        if (d2 < best) best = d2;
+    }
+    return (float)best;
+}
+
+void fm_model_features(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *out) {
+    int src = m->arch.layers[m->arch.n_layers - 1].in[0];
+    size_t F = src >= 0 ? m->arch.layers[src].out_size : in_size_of(&m->arch);
+    fm_model_forward(m, ws, x, n);
+    memcpy(out, features_of(m, ws, x), n * F * sizeof *out);
+}
+
 void fm_model_logits(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *logits) {
+    fm_model_logits_scores(m, ws, x, n, logits, NULL);
+}
+
+void fm_model_logits_scores(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *logits, float *scores) {
     const fm_arch *a = &m->arch;
     size_t in = in_size_of(a);
     for (size_t i = 0; i < n; i += ws->max_batch) {
         size_t nb = n - i < ws->max_batch ? n - i : ws->max_batch;
         float *z = logits + i * FM_N_CLASSES;
         memcpy(z, fm_model_forward(m, ws, x + i * in, nb), nb * FM_N_CLASSES * sizeof *z);
+        if (scores) {
+            const float *f = features_of(m, ws, x + i * in);
+            for (size_t e = 0; e < nb; e++) scores[i + e] = m->ood ? fm_ood_score(m->ood, f + e * m->ood->dim) : 0.0f;
+        }
         if (!m->tta || !ws->aux) continue;
         float *flip = ws->aux;
         for (size_t e = 0; e < nb; e++)
@@ -262,15 +303,68 @@ void fm_model_predict(const fm_model *m, fm_ws *ws, const float *x, size_t n, fl
     fm_model_softmax(m, probs, n, probs);
 }
 
-int fm_model_uncertain(const fm_model *m, const float *probs) {
+int fm_model_uncertain(const fm_model *m, const float *probs, float score) {
     float top = probs[0];
     for (int k = 1; k < FM_N_CLASSES; k++) top = probs[k] > top ? probs[k] : top;
-    return top < m->uncertain_below;
+    return top < m->uncertain_below || (m->ood && score > m->ood->max_distance);
+}
+
+void fm_ood_free(fm_ood *o) {
+    if (!o) return;
+    free(o->means);
+    free(o->chol);
+    free(o);
+}
+
+/* A JSON array of exactly n numbers into out (floats). */
+static int json_floats(const cJSON *a, size_t n, float *out) {
+    if (!cJSON_IsArray(a) || (size_t)cJSON_GetArraySize(a) != n) return -1;
+    size_t i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, a) {
+        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble)) return -1;
+        out[i++] = (float)e->valuedouble;
+    }
+    return 0;
+}
+
+/* "ood" of the serving metadata into a new detector, or -1 with a message. */
+static int read_ood(const fm_model *m, const cJSON *o, fm_ood **out, fm_error *err) {
+    const fm_arch *a = &m->arch;
+    int src = a->layers[a->n_layers - 1].in[0];
+    const cJSON *layer = cJSON_GetObjectItemCaseSensitive(o, "layer");
+    const cJSON *means = cJSON_GetObjectItemCaseSensitive(o, "means");
+    const cJSON *chol = cJSON_GetObjectItemCaseSensitive(o, "chol");
+    const cJSON *maxd = cJSON_GetObjectItemCaseSensitive(o, "max_distance");
+    if (!cJSON_IsNumber(layer) || layer->valuedouble != src || src < 0)
+        return fm_seterr(err, "\"serving\" metadata: \"ood\".\"layer\" must be %d, the last layer's input", src);
+    size_t F = a->layers[src].out_size;
+    if (F > 4096) return fm_seterr(err, "\"serving\" metadata: \"ood\" features of %zu values (at most 4096)", F);
+    if (!cJSON_IsNumber(maxd) || !(maxd->valuedouble >= 0))
+        return fm_seterr(err, "\"serving\" metadata: \"ood\".\"max_distance\" must be a number >= 0");
+    fm_ood *d = calloc(1, sizeof *d);
+    if (d) d->means = malloc(FM_N_CLASSES * F * sizeof(float)), d->chol = malloc(F * F * sizeof(float));
+    if (!d || !d->means || !d->chol) {
+        fm_ood_free(d);
+        return fm_seterr(err, "out of memory for the detector");
+    }
+    d->layer = src, d->dim = F, d->max_distance = (float)maxd->valuedouble;
+    int bad = !cJSON_IsArray(means) || cJSON_GetArraySize(means) != FM_N_CLASSES;
+    for (int c = 0; !bad && c < FM_N_CLASSES; c++) bad = json_floats(cJSON_GetArrayItem(means, c), F, d->means + c * F);
+    if (bad || json_floats(chol, F * F, d->chol)) {
+        fm_ood_free(d);
+        return fm_seterr(err, "\"serving\" metadata: \"ood\" needs \"means\" (10 arrays of %zu numbers) and \"chol\" "
+                              "(%zu numbers)", F, F * F);
+    }
+    *out = d;
+    return 0;
 }
 
 /* The "serving" metadata (fm_net.h) into m's fields. */
 static int read_serving(fm_model *m, fm_error *err) {
     m->tta = 0, m->temperature = 1.0f, m->uncertain_below = 0.0f;
+    fm_ood_free(m->ood);
+    m->ood = NULL;
     const char *text = fm_model_meta(m, "serving");
     if (!text) return 0;
     cJSON *j = cJSON_Parse(text);
@@ -294,6 +388,8 @@ static int read_serving(fm_model *m, fm_error *err) {
         fm_seterr(err, "\"serving\" metadata: \"uncertain_below\" must be a probability in [0, 1]");
         goto done;
     }
+    const cJSON *ood = cJSON_GetObjectItemCaseSensitive(j, "ood");
+    if (ood && read_ood(m, ood, &m->ood, err)) goto done;
     m->tta = tta && strcmp(tta->valuestring, "hflip") == 0;
     if (t) m->temperature = (float)t->valuedouble;
     if (u) m->uncertain_below = (float)u->valuedouble;

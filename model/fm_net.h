@@ -38,7 +38,23 @@ typedef struct fm_model {
     int tta;               /* 1: logits averaged over the image and its mirror ("tta": "hflip") */
     float temperature;     /* probabilities are softmax(logits / temperature) (calibration; 1 = none) */
     float uncertain_below; /* a top probability below this marks an answer "uncertain" (0 = never) */
+    struct fm_ood *ood;    /* the feature-space detector ("ood" in the serving metadata), owned; or NULL */
 } fm_model;
+
+/* A feature-space out-of-distribution detector (Lee et al. 2018, on L2-
+ * normalised features): the input of the last layer (the network's
+ * features), normalised to unit length, is compared with a Gaussian per
+ * class with one shared covariance fitted on training images; the score is
+ * the smallest squared Mahalanobis distance to a class mean.  An answer is
+ * "uncertain" when the score is above max_distance (or its top probability
+ * below uncertain_below). */
+typedef struct fm_ood {
+    int layer;          /* the layer whose output is the feature vector (the last layer's input) */
+    size_t dim;         /* F: its size */
+    float *means;       /* [10, F] class means of the normalised features */
+    float *chol;        /* [F, F] lower-triangular L with L L^T = the inverse covariance */
+    float max_distance; /* threshold on the score */
+} fm_ood;
 
 /* Allocates zeroed parameters for arch (copied in).  Pair with fm_model_free. */
 int fm_model_init(fm_model *m, const fm_arch *arch, fm_error *err);
@@ -52,9 +68,12 @@ int fm_model_set_meta(fm_model *m, const char *key, const char *value, fm_error 
  * batch norm folded into the convolution before it, weights packed for
  * the GEMM; extra memory: about one copy of the weights) and reads the
  * "serving" metadata, a JSON object
- *   {"tta": "none" | "hflip", "temperature": T > 0, "uncertain_below": P in [0, 1]}
- * (every member optional; a malformed one is an error).  Call again after
- * changing params or that metadata. */
+ *   {"tta": "none" | "hflip", "temperature": T > 0, "uncertain_below": P in [0, 1],
+ *    "ood": {"layer": L, "means": [[F numbers] x 10], "chol": [F*F numbers, row-major],
+ *            "max_distance": D}}
+ * (every member optional; a malformed one is an error; "ood" needs L to be
+ * the last layer's input and F its size).  Call again after changing params
+ * or that metadata. */
 int fm_model_pack(fm_model *m, fm_error *err);
 
 /* Workspace for batches of up to max_batch examples.  A training workspace
@@ -124,10 +143,18 @@ void fm_predict(const fm_arch *a, const float *params, fm_ws *ws, const float *x
  * probabilities, softmax(logits / temperature), [n, 10]. */
 const float *fm_model_forward(const fm_model *m, fm_ws *ws, const float *x, size_t n);
 void fm_model_logits(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *logits);
+/* fm_model_logits, and when scores is not NULL each image's detector score
+ * [n] (its own features, not the mirror's; 0 without a detector). */
+void fm_model_logits_scores(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *logits, float *scores);
+/* The features (the last layer's input) of n <= ws->max_batch images, [n, F], into out. */
+void fm_model_features(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *out);
+/* The detector's score of one feature vector [F]. */
+float fm_ood_score(const fm_ood *o, const float *features);
+void fm_ood_free(fm_ood *o); /* NULL is fine */
 void fm_model_predict(const fm_model *m, fm_ws *ws, const float *x, size_t n, float *probs);
 /* softmax(logits / m->temperature) of n rows */
 void fm_model_softmax(const fm_model *m, const float *logits, size_t n, float *probs);
-/* 1 when an answer with these probabilities [10] is to be marked uncertain */
-int fm_model_uncertain(const fm_model *m, const float *probs);
+/* 1 when an answer with these probabilities [10] and detector score is to be marked uncertain */
+int fm_model_uncertain(const fm_model *m, const float *probs, float score);
 
 #endif

@@ -66,6 +66,7 @@ void fm_model_free(fm_model *m) {
     free(m->params);
     if (m->plan) fm_plan_free(m->plan);
     free(m->plan);
+    fm_ood_free(m->ood);
     memset(m, 0, sizeof *m);
 }
 

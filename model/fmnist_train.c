@@ -1691,29 +1691,155 @@ static double ece_of(const float *z, const uint8_t *y, size_t n, double t) {
     return e;
 }
 
+/* Cholesky factor L (lower, L L^T = A) of the symmetric positive definite
+ * n x n matrix A, in place; -1 when A is not positive definite. */
+static int cholesky(double *A, size_t n) {
+    for (size_t j = 0; j < n; j++) {
+        double d = A[j * n + j];
+        for (size_t k = 0; k < j; k++) d -= A[j * n + k] * A[j * n + k];
+        if (!(d > 0)) return -1;
+        A[j * n + j] = sqrt(d);
+        for (size_t i = j + 1; i < n; i++) {
+            double v = A[i * n + j];
+            for (size_t k = 0; k < j; k++) v -= A[i * n + k] * A[j * n + k];
+            A[i * n + j] = v / A[j * n + j];
+        }
+        for (size_t k = j + 1; k < n; k++) A[j * n + k] = 0.0;
+    }
+    return 0;
+}
+
+/* The feature-space detector fitted on ds (a training subset): class means
+ * of the L2-normalised features of the last layer's input, one shared
+ * covariance (plus a ridge of 1e-6 of its mean variance), and the Cholesky
+ * factor of its inverse.  Fills o (owning means and chol). */
+static int fit_ood(const fm_model *m, const fm_dataset *ds, fm_ood *o, fm_error *err) {
+    const fm_arch *a = &m->arch;
+    int src = a->layers[a->n_layers - 1].in[0];
+    if (src < 0) return fm_seterr(err, "the network has no features before its last layer");
+    size_t F = a->layers[src].out_size, in = (size_t)a->in_c * a->in_h * a->in_w, CH = 64;
+    if (F > 1024) return fm_seterr(err, "features of %zu values: too many for the detector (at most 1024)", F);
+    double *mu = calloc(FM_N_CLASSES * F, sizeof *mu), *cov = calloc(F * F, sizeof *cov), *inv = calloc(F * F, sizeof *inv);
+    float *f = malloc(CH * F * sizeof *f), *x = malloc(CH * in * sizeof *x), *all = malloc(ds->n * F * sizeof *all);
+    size_t cnt[FM_N_CLASSES] = {0};
+    fm_ws ws = {0};
+    int rc = -1;
+    if (!mu || !cov || !inv || !f || !x || !all || fm_ws_create(&ws, a, CH, 0, err)) {
+        if (!err->msg[0]) fm_seterr(err, "out of memory");
+        goto done;
+    }
+    for (size_t s0 = 0; s0 < ds->n; s0 += CH) {
+        size_t nb = ds->n - s0 < CH ? ds->n - s0 : CH;
+        fm_dataset_to_float(ds, s0, nb, x);
+        fm_model_features(m, &ws, x, nb, f);
+        for (size_t e = 0; e < nb; e++) {
+            float *fe = all + (s0 + e) * F;
+            double nn = 0.0;
+            for (size_t i = 0; i < F; i++) nn += (double)f[e * F + i] * f[e * F + i];
+            nn = nn > 0 ? 1.0 / sqrt(nn) : 0.0;
+            int y = ds->labels[s0 + e];
+            for (size_t i = 0; i < F; i++) fe[i] = (float)(f[e * F + i] * nn), mu[y * F + i] += fe[i];
+            cnt[y]++;
+        }
+    }
+    for (int c = 0; c < FM_N_CLASSES; c++)
+        for (size_t i = 0; i < F; i++) mu[c * F + i] /= cnt[c] ? (double)cnt[c] : 1.0;
+    for (size_t e = 0; e < ds->n; e++) {
+        const float *fe = all + e * F;
+        const double *mc = mu + ds->labels[e] * F;
+        for (size_t i = 0; i < F; i++)
+            for (size_t j = 0; j <= i; j++) cov[i * F + j] += (fe[i] - mc[i]) * (fe[j] - mc[j]);
+    }
+    double tr = 0.0;
+    for (size_t i = 0; i < F; i++) tr += cov[i * F + i];
+    for (size_t i = 0; i < F; i++) {
+        for (size_t j = 0; j <= i; j++) cov[i * F + j] = cov[j * F + i] = cov[i * F + j] / (double)ds->n;
+        cov[i * F + i] += 1e-6 * tr / (double)ds->n / (double)F;
+    }
+    /* inv = cov^-1 through its Cholesky factor, then the factor of inv */
+    if (cholesky(cov, F)) {
+        fm_seterr(err, "the features' covariance is not positive definite");
+        goto done;
+    }
+    for (size_t c = 0; c < F; c++) { /* solve C C^T inv[:, c] = e_c */
+        double *col = inv + c * F; /* column c, stored as a row (inv is symmetric) */
+        for (size_t i = 0; i < F; i++) {
+            double v = i == c;
+            for (size_t k = 0; k < i; k++) v -= cov[i * F + k] * col[k];
+            col[i] = v / cov[i * F + i];
+        }
+        for (size_t i = F; i-- > 0;) {
+            double v = col[i];
+            for (size_t k = i + 1; k < F; k++) v -= cov[k * F + i] * col[k];
+            col[i] = v / cov[i * F + i];
+        }
+    }
+    for (size_t i = 0; i < F; i++) /* symmetrise what rounding left */
+        for (size_t j = 0; j < i; j++) inv[i * F + j] = inv[j * F + i] = 0.5 * (inv[i * F + j] + inv[j * F + i]);
+    if (cholesky(inv, F)) {
+        fm_seterr(err, "the features' precision matrix is not positive definite");
+        goto done;
+    }
+    o->layer = src, o->dim = F;
+    o->means = malloc(FM_N_CLASSES * F * sizeof *o->means);
+    o->chol = malloc(F * F * sizeof *o->chol);
+    if (!o->means || !o->chol) {
+        free(o->means), free(o->chol);
+        fm_seterr(err, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < FM_N_CLASSES * F; i++) o->means[i] = (float)mu[i];
+    for (size_t i = 0; i < F * F; i++) o->chol[i] = (float)inv[i];
+    rc = 0;
+done:
+    fm_ws_destroy(&ws);
+    free(mu), free(cov), free(inv), free(f), free(x), free(all);
+    return rc;
+}
+
+/* The detector as the "ood" member of the serving metadata. */
+static cJSON *ood_json(const fm_ood *o) {
+    cJSON *j = cJSON_CreateObject(), *means = cJSON_AddArrayToObject(j, "means");
+    cJSON_AddNumberToObject(j, "layer", o->layer);
+    cJSON_AddNumberToObject(j, "max_distance", o->max_distance);
+    for (int c = 0; c < FM_N_CLASSES; c++) cJSON_AddItemToArray(means, cJSON_CreateFloatArray(o->means + c * o->dim, (int)o->dim));
+    cJSON_AddItemToObject(j, "chol", cJSON_CreateFloatArray(o->chol, (int)(o->dim * o->dim)));
+    cJSON_AddStringToObject(j, "kind", "min over classes of the squared Mahalanobis distance of the L2-normalised features "
+                                       "(the last layer's input) to the class means, one shared covariance, fitted on training images");
+    return j;
+}
+
 static int cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return x < y ? -1 : x > y;
 }
 
-/* Served logits of every example of ds (one thread; a one-off). */
+/* Served logits of every example of ds (one thread; a one-off), and the
+ * detector's scores when scores is not NULL. */
+static int logits_scores_of(const fm_model *m, const fm_dataset *ds, float **out, float **scores, fm_error *err);
 static int logits_of(const fm_model *m, const fm_dataset *ds, float **out, fm_error *err) {
+    return logits_scores_of(m, ds, out, NULL, err);
+}
+
+static int logits_scores_of(const fm_model *m, const fm_dataset *ds, float **out, float **scores, fm_error *err) {
     enum { CH = 64 };
     size_t in = (size_t)m->arch.in_c * m->arch.in_h * m->arch.in_w;
     fm_ws ws;
     float *z = malloc(ds->n * FM_N_CLASSES * sizeof *z), *x = malloc(CH * in * sizeof *x);
-    if (!z || !x || fm_ws_create(&ws, &m->arch, CH, 0, err)) {
-        free(z), free(x);
+    float *sc = scores ? malloc((ds->n ? ds->n : 1) * sizeof *sc) : NULL;
+    if (!z || !x || (scores && !sc) || fm_ws_create(&ws, &m->arch, CH, 0, err)) {
+        free(z), free(x), free(sc);
         return err->msg[0] ? -1 : fm_seterr(err, "out of memory");
     }
     for (size_t s = 0; s < ds->n; s += CH) {
         size_t nb = ds->n - s < CH ? ds->n - s : CH;
         fm_dataset_to_float(ds, s, nb, x);
-        fm_model_logits(m, &ws, x, nb, z + s * FM_N_CLASSES);
+        fm_model_logits_scores(m, &ws, x, nb, z + s * FM_N_CLASSES, sc ? sc + s : NULL);
     }
     fm_ws_destroy(&ws);
     free(x);
     *out = z;
+    if (scores) *scores = sc;
     return 0;
 }
 
@@ -1729,10 +1855,15 @@ static double accuracy_of(const float *z, const uint8_t *y, size_t n) {
     return n ? (double)ok / (double)n : 0.0;
 }
 
-/* Fraction of rows whose top probability at temperature t is below thr. */
-static double flagged_share(const float *z, size_t n, double t, double thr) {
+/* Fraction of rows whose top probability at temperature t is below thr,
+ * or (scores not NULL) whose detector score is above max_d. */
+static double flagged_share(const float *z, const float *scores, double max_d, size_t n, double t, double thr) {
     size_t f = 0;
     for (size_t i = 0; i < n; i++) {
+        if (scores && scores[i] > max_d) {
+            f++;
+            continue;
+        }
         const float *r = z + i * FM_N_CLASSES;
         float mx = r[0];
         for (int k = 1; k < FM_N_CLASSES; k++) mx = r[k] > mx ? r[k] : mx;
@@ -1748,9 +1879,11 @@ static int cmd_calibrate(int argc, char **argv) {
         {"out", required_argument, 0, 'o'},       {"tta", required_argument, 0, 'a'},
         {"flag-rate", required_argument, 0, 'f'}, {"val", required_argument, 0, 'v'},
         {"data", required_argument, 0, 'd'},      {"help", no_argument, 0, 'h'},
+        {"ood-share", required_argument, 0, 's'}, {"no-ood", no_argument, 0, 'n'},
         {0, 0, 0, 0}};
     const char *out = NULL, *tta = "auto", *data_dir = NULL;
-    double flag_rate = 0.04;
+    double flag_rate = 0.04, ood_share = 0.75;
+    int use_ood = 1;
     uint64_t n_val = 0;
     int ch;
     optind = 1;
@@ -1770,6 +1903,10 @@ static int cmd_calibrate(int argc, char **argv) {
                 return fail("--val: expected 100..59999, got '%s'", optarg);
             break;
         case 'd': data_dir = optarg; break;
+        case 's':
+            if (frac_flag("ood-share", optarg, 0, 1, &ood_share)) return 1;
+            break;
+        case 'n': use_ood = 0; break;
         case 'h':
             printf("usage: fmnist-train calibrate FILE.safetensors [--out FILE] [--tta auto|none|hflip]\n"
                    "                             [--flag-rate R] [--val N] [--data DIR]\n\n"
@@ -1778,8 +1915,11 @@ static int cmd_calibrate(int argc, char **argv) {
                    "  --tta auto       average the logits of each image and its mirror if that is more accurate on\n"
                    "                   validation (default auto; none / hflip force it)\n"
                    "  temperature      fitted to minimise the validation NLL (temperature scaling, Guo et al. 2017)\n"
-                   "  --flag-rate R    answers whose calibrated top probability is below the R-quantile of the\n"
-                   "                   validation images are marked \"uncertain\" (default 0.04)\n"
+                   "  --flag-rate R    the share of validation images to mark \"uncertain\" (default 0.04), split\n"
+                   "                   between two tests: the feature-space detector (Mahalanobis distance of the\n"
+                   "                   last layer's normalised input to the class means, fitted on 10,000 training\n"
+                   "                   images) takes --ood-share S of it (default 0.75), a calibrated top probability\n"
+                   "                   below its quantile the rest; --no-ood: the top probability alone\n"
                    "Writes them as the \"serving\" metadata (applied by fmnist-serve and fmnist-train eval), the\n"
                    "figures as \"calibration\" (expected calibration error before/after, validation and test) and\n"
                    "the served test accuracy into \"metrics\"; FILE is rewritten atomically unless --out.\n");
@@ -1805,7 +1945,8 @@ static int cmd_calibrate(int argc, char **argv) {
     }
     data d;
     int rc = 1;
-    float *zv = NULL, *zt = NULL, *top = NULL;
+    float *zv = NULL, *zt = NULL, *top = NULL, *sv = NULL, *st = NULL;
+    fm_ood *det = NULL;
     cJSON *cal = NULL, *serving = NULL, *metrics = NULL;
     if (load_data(&d, fm_data_dir(data_dir), (size_t)n_val, 0, 1, &err)) {
         fm_model_free(&m);
@@ -1840,15 +1981,33 @@ static int cmd_calibrate(int argc, char **argv) {
         top[i] = (float)(1.0 / sum);
     }
     qsort(top, d.val.n, sizeof *top, cmp_float);
-    size_t q = (size_t)(flag_rate * (double)d.val.n);
-    double thr = flag_rate > 0 ? (double)top[q < d.val.n ? q : d.val.n - 1] : 0.0;
+    double prob_rate = use_ood ? flag_rate * (1.0 - ood_share) : flag_rate;
+    size_t q = (size_t)(prob_rate * (double)d.val.n);
+    double thr = prob_rate > 0 ? (double)top[q < d.val.n ? q : d.val.n - 1] : 0.0;
     m.temperature = (float)t;
-    if (logits_of(&m, &d.test, &zt, &err)) goto fail_err;
+    if (use_ood) { /* the detector, fitted on training images, its threshold a validation quantile */
+        det = calloc(1, sizeof *det);
+        fm_dataset fit = fm_dataset_view(&d.train, 0, d.train.n < 10000 ? d.train.n : 10000);
+        if (!det || fit_ood(&m, &fit, det, &err)) goto fail_err;
+        det->max_distance = INFINITY;
+        m.ood = det;
+        free(zv), zv = NULL;
+        if (logits_scores_of(&m, &d.val, &zv, &sv, &err)) goto fail_err;
+        float *ss = malloc(d.val.n * sizeof *ss);
+        if (!ss) goto oom;
+        memcpy(ss, sv, d.val.n * sizeof *ss);
+        qsort(ss, d.val.n, sizeof *ss, cmp_float);
+        size_t k = (size_t)((1.0 - flag_rate * ood_share) * (double)d.val.n);
+        det->max_distance = ss[k < d.val.n ? k : d.val.n - 1];
+        free(ss);
+    }
+    if (logits_scores_of(&m, &d.test, &zt, use_ood ? &st : NULL, &err)) goto fail_err;
 
     serving = cJSON_CreateObject();
     cJSON_AddStringToObject(serving, "tta", use_flip ? "hflip" : "none");
     cJSON_AddNumberToObject(serving, "temperature", (float)t);
     cJSON_AddNumberToObject(serving, "uncertain_below", (float)thr);
+    if (det) cJSON_AddItemToObject(serving, "ood", ood_json(det));
     cal = cJSON_CreateObject();
     cJSON_AddStringToObject(cal, "chosen_on", "validation split: the last examples of train-images-idx3-ubyte");
     cJSON_AddNumberToObject(cal, "val_examples", (double)d.val.n);
@@ -1863,14 +2022,21 @@ static int cmd_calibrate(int argc, char **argv) {
     cJSON_AddNumberToObject(cal, "test_ece_after", ece_of(zt, d.test.labels, d.test.n, t));
     cJSON_AddNumberToObject(cal, "flag_rate_target", flag_rate);
     cJSON_AddNumberToObject(cal, "uncertain_below", (float)thr);
-    cJSON_AddNumberToObject(cal, "val_flagged", flagged_share(zv, d.val.n, t, thr));
-    cJSON_AddNumberToObject(cal, "test_flagged", flagged_share(zt, d.test.n, t, thr));
+    double dmax = det ? det->max_distance : 0.0;
+    if (det) {
+        cJSON_AddNumberToObject(cal, "ood_share", ood_share);
+        cJSON_AddNumberToObject(cal, "ood_max_distance", dmax);
+        cJSON_AddNumberToObject(cal, "ood_fit_examples", d.train.n < 10000 ? (double)d.train.n : 10000.0);
+    }
+    cJSON_AddNumberToObject(cal, "val_flagged", flagged_share(zv, sv, dmax, d.val.n, t, thr));
+    cJSON_AddNumberToObject(cal, "test_flagged", flagged_share(zt, st, dmax, d.test.n, t, thr));
     cJSON_AddStringToObject(cal, "ece", "15 equal-width bins of the top probability");
     char *ss = cJSON_PrintUnformatted(serving), *cs = cJSON_PrintUnformatted(cal);
     int bad = !ss || !cs || fm_model_set_meta(&m, "serving", ss, &err) || fm_model_set_meta(&m, "calibration", cs, &err);
     free(ss), free(cs);
     if (bad) goto fail_err;
     /* the served test figures, as eval and the server will find them */
+    m.ood = NULL; /* the pack below reads the detector from the metadata just written */
     if (fm_model_pack(&m, &err)) goto fail_err;
     fm_pool pool;
     if (fm_pool_create(&pool, &m.arch, fm_cpu_count(), 256, &err)) goto fail_err;
@@ -1893,13 +2059,14 @@ static int cmd_calibrate(int argc, char **argv) {
     if (bad || fm_st_save(&m, out, &err)) goto fail_err;
     printf("%s: mirror averaging %s (validation accuracy %.4f plain, %.4f mirrored); temperature %.4f;\n"
            "  validation ECE %.4f -> %.4f, NLL %.4f -> %.4f; test ECE %.4f -> %.4f;\n"
-           "  uncertain below %.4f: %.1f%% of validation, %.1f%% of test images flagged; test accuracy %.4f\n"
+           "  uncertain below %.4f%s%.1f: %.1f%% of validation, %.1f%% of test images flagged; test accuracy %.4f\n"
            "wrote %s\n",
            path, use_flip ? "on" : "off", acc_plain, acc_flip, t, ece_of(zv, d.val.labels, d.val.n, 1.0),
            ece_of(zv, d.val.labels, d.val.n, t), nll_at(zv, d.val.labels, d.val.n, 1.0),
            nll_at(zv, d.val.labels, d.val.n, t), ece_of(zt, d.test.labels, d.test.n, 1.0),
-           ece_of(zt, d.test.labels, d.test.n, t), thr, 100 * flagged_share(zv, d.val.n, t, thr),
-           100 * flagged_share(zt, d.test.n, t, thr), te.accuracy, out);
+           ece_of(zt, d.test.labels, d.test.n, t), thr, det ? " or feature distance above " : "", dmax,
+           100 * flagged_share(zv, sv, dmax, d.val.n, t, thr), 100 * flagged_share(zt, st, dmax, d.test.n, t, thr),
+           te.accuracy, out);
     rc = 0;
     goto done;
 oom:
@@ -1911,7 +2078,9 @@ done:
     cJSON_Delete(cal);
     cJSON_Delete(serving);
     cJSON_Delete(metrics);
-    free(zv), free(zt), free(top);
+    free(zv), free(zt), free(top), free(sv), free(st);
+    if (m.ood == det) m.ood = NULL;
+    fm_ood_free(det);
     free_data(&d);
     fm_model_free(&m);
     return rc;

@@ -36,6 +36,7 @@
  * Runs in Check's fork mode and with CK_FORK=no alike; the real-data test
  * passes with a note when the data set is not installed. */
 #include <check.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -861,7 +862,7 @@ START_TEST(test_serving_options) {
     float flat[10], sure[10] = {0};
     for (int k = 0; k < 10; k++) flat[k] = 0.1f;
     sure[3] = 0.9f, sure[4] = 0.1f;
-    ck_assert(fm_model_uncertain(&m, flat) && !fm_model_uncertain(&m, sure));
+    ck_assert(fm_model_uncertain(&m, flat, 0.0f) && !fm_model_uncertain(&m, sure, 0.0f));
     static const char *const bad[] = {"[1]", "{\"tta\":\"vflip\"}", "{\"temperature\":0}", "{\"temperature\":\"2\"}",
                                       "{\"uncertain_below\":1.5}", "not json"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -872,6 +873,82 @@ START_TEST(test_serving_options) {
     fm_ws_destroy(&ws);
     fm_model_free(&m);
     free(p), free(x), free(xf);
+}
+END_TEST
+
+
+/* The feature-space detector of the serving metadata: its score is the
+ * smallest squared Mahalanobis distance of the normalised features to the
+ * class means under the precision L L^T (computed here directly), and a
+ * score above max_distance marks an answer uncertain; malformed ones are
+ * refused. */
+START_TEST(test_ood_detector) {
+    fm_arch a;
+    make_arch(&a, "mlp2");
+    fm_error err = {{0}};
+    fm_model m = {0};
+    ck_assert_int_eq(fm_model_init(&m, &a, &err), 0);
+    float *p = random_params(&a, 95);
+    memcpy(m.params, p, a.n_params * sizeof *p);
+    enum { F = 256 };
+    int src = a.layers[a.n_layers - 1].in[0];
+    ck_assert_uint_eq(a.layers[src].out_size, F);
+    fm_rng rng;
+    fm_rng_seed(&rng, 96);
+    static float means[10 * F], chol[F * F];
+    for (int i = 0; i < 10 * F; i++) means[i] = (fm_rng_uniform(&rng) - 0.5f) * 0.1f;
+    for (int i = 0; i < F; i++)
+        for (int j = 0; j < F; j++) chol[i * F + j] = i == j ? 1.0f + fm_rng_uniform(&rng) : i > j ? 0.01f * (fm_rng_uniform(&rng) - 0.5f) : 0.0f;
+    cJSON *ood = cJSON_CreateObject(), *mj = cJSON_AddArrayToObject(ood, "means");
+    cJSON_AddNumberToObject(ood, "layer", src);
+    cJSON_AddNumberToObject(ood, "max_distance", 3.0);
+    for (int c = 0; c < 10; c++) cJSON_AddItemToArray(mj, cJSON_CreateFloatArray(means + c * F, F));
+    cJSON_AddItemToObject(ood, "chol", cJSON_CreateFloatArray(chol, F * F));
+    cJSON *sv = cJSON_CreateObject();
+    cJSON_AddItemToObject(sv, "ood", ood);
+    char *text = cJSON_PrintUnformatted(sv);
+    ck_assert_int_eq(fm_model_set_meta(&m, "serving", text, &err), 0);
+    ck_assert_msg(fm_model_pack(&m, &err) == 0, "%s", err.msg);
+    ck_assert_ptr_nonnull(m.ood);
+    size_t n = 2;
+    float *x = random_images(&a, n, 97), f[2 * F], z[2 * 10], sc[2];
+    fm_ws ws;
+    ck_assert_int_eq(fm_ws_create(&ws, &a, 2, 0, &err), 0);
+    fm_model_features(&m, &ws, x, n, f);
+    fm_model_logits_scores(&m, &ws, x, n, z, sc);
+    for (size_t e = 0; e < n; e++) {
+        double nn = 0, best = INFINITY;
+        for (int i = 0; i < F; i++) nn += (double)f[e * F + i] * f[e * F + i];
+        nn = 1 / sqrt(nn);
+        for (int c = 0; c < 10; c++) { /* (v^T L)(L^T v) */
+            double d2 = 0;
+            for (int j = 0; j < F; j++) {
+                double t = 0;
+                for (int i = 0; i < F; i++) t += (double)chol[i * F + j] * (f[e * F + i] * nn - means[c * F + i]);
+                d2 += t * t;
+            }
+            best = fmin(best, d2);
+        }
+        ck_assert_msg(fabs(sc[e] - best) <= 1e-4 * best, "score %g, by hand %g", (double)sc[e], best);
+    }
+    float probs[10] = {0.9f, 0.1f};
+    ck_assert(fm_model_uncertain(&m, probs, 3.5f) && !fm_model_uncertain(&m, probs, 2.5f));
+    free(text);
+    cJSON_DeleteItemFromObjectCaseSensitive(ood, "chol");
+    cJSON_AddItemToObject(ood, "chol", cJSON_CreateFloatArray(chol, 10)); /* too short */
+    text = cJSON_PrintUnformatted(sv);
+    ck_assert_int_eq(fm_model_set_meta(&m, "serving", text, &err), 0);
+    ck_assert(fm_model_pack(&m, &err) != 0 && strstr(err.msg, "chol"));
+    free(text);
+    cJSON_ReplaceItemInObjectCaseSensitive(ood, "layer", cJSON_CreateNumber(0));
+    text = cJSON_PrintUnformatted(sv);
+    ck_assert_int_eq(fm_model_set_meta(&m, "serving", text, &err), 0);
+    ck_assert(fm_model_pack(&m, &err) != 0 && strstr(err.msg, "layer"));
+    free(text);
+    cJSON_Delete(sv);
+    fm_ws_destroy(&ws);
+    fm_model_free(&m);
+    free(p), free(x);
 }
 END_TEST
 
@@ -892,6 +969,7 @@ static Suite *net_suite(void) {
     tcase_add_loop_test(tc, test_fused_inference_identical, 0, n_arch);
     tcase_add_loop_test(tc, test_eval_never_drops, 0, n_arch);
     tcase_add_test(tc, test_serving_options);
+    tcase_add_test(tc, test_ood_detector);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("optim");
