@@ -377,28 +377,6 @@ static void pack_col_panel(const void *ctx, size_t k0, size_t kc, size_t j0, siz
     }
 }
 
-/* dx[n, c, ih, iw] = sum of dcol entries the patches read from there, in
- * the reference's order (positions in turn), P the padding cut off */
-static void col2im(float *dx, const float *dcol, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S,
-                   size_t P, size_t OH, size_t OW) {
-    memset(dx, 0, nb * C * H * W * sizeof(float));
-    for (size_t n = 0; n < nb; n++)
-        for (size_t oh = 0; oh < OH; oh++)
-            for (size_t ow = 0; ow < OW; ow++)
-                for (size_t c = 0; c < C; c++) {
-                    float *dxc = dx + (n * C + c) * H * W;
-                    for (size_t kh = 0; kh < K; kh++, dcol += K) {
-                        size_t ih = oh * S + kh;
-                        if (ih < P || ih - P >= H) continue;
-                        float *row = dxc + (ih - P) * W;
-                        for (size_t kw = 0; kw < K; kw++) {
-                            size_t iw = ow * S + kw;
-                            if (iw >= P && iw - P < W) row[iw - P] += dcol[kw];
-                        }
-                    }
-                }
-}
-
 void fm_conv2d_backward_fast(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
                              size_t N, size_t C, size_t H, size_t W, size_t O, size_t K, size_t S, size_t P,
                              float *scratch, size_t chunk, float *gemm) {
@@ -423,7 +401,7 @@ void fm_conv2d_backward_fast(float *dx, float *dw, float *db, const float *dy, c
         if (dw) fm_sgemm_fn_fn(O, ckk, nb * Q, pack_dy_rows, &d, pack_col_panel, &src, 1, dw, ckk, gemm);
         if (dx && !dx_transposed(O, S)) { /* dcol[nb*Q, ckk] = dy^T w, then back onto the input */
             fm_sgemm_fn_b(nb * Q, ckk, O, pack_dy_cols, &d, w, ckk, 0, dcol, ckk, gemm);
-            col2im(dx + n0 * C * H * W, dcol, nb, C, H, W, K, S, P, OH, OW);
+            fm_col2im(dx + n0 * C * H * W, dcol, nb, C, H, W, K, S, P, OH, OW);
         }
     }
     if (dx && dx_transposed(O, S)) {

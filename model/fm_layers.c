@@ -63,7 +63,7 @@ void fm_im2col(float *col, const float *x, size_t nb, size_t C, size_t H, size_t
 }
 
 /* dx[n, c, ih, iw] = sum of dcol entries im2col copied from it */
-static void col2im(float *dx, const float *dcol, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S,
+void fm_col2im(float *dx, const float *dcol, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S,
                    size_t P, size_t OH, size_t OW) {
     memset(dx, 0, nb * C * H * W * sizeof(float));
     for (size_t n = 0; n < nb; n++)
@@ -176,7 +176,7 @@ void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const 
         if (dw) fm_sgemm(1, 0, O, ckk, nb * Q, tmp, O, col, ckk, 1, dw, ckk, gemm);
         if (dx) {
             fm_sgemm(0, 0, nb * Q, ckk, O, tmp, O, w, ckk, 0, dcol, ckk, gemm);
-            col2im(dx + n0 * C * H * W, dcol, nb, C, H, W, K, S, P, OH, OW);
+            fm_col2im(dx + n0 * C * H * W, dcol, nb, C, H, W, K, S, P, OH, OW);
         }
     }
 }

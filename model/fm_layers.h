@@ -52,6 +52,10 @@ void fm_im2col(float *col, const float *x, size_t nb, size_t C, size_t H, size_t
                size_t OH, size_t OW);
 void fm_im2col_t(float *colT, const float *x, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S, size_t P,
                  size_t OH, size_t OW);
+/* The adjoint of fm_im2col: dx[n, c, ih, iw] = the sum of the col entries
+ * copied from there, positions in turn (dx overwritten). */
+void fm_col2im(float *dx, const float *dcol, size_t nb, size_t C, size_t H, size_t W, size_t K, size_t S, size_t P,
+               size_t OH, size_t OW);
 /* dx, dw += , db += for the forward above (each skipped when NULL). */
 void fm_conv2d_backward(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, size_t N,
                         size_t C, size_t H, size_t W, size_t O, size_t K, size_t S, size_t P, float *scratch,
