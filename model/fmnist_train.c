@@ -542,7 +542,12 @@ static int job_agree(const cJSON *config, const char *ckpt_path, int *resume) {
     char *text = cJSON_PrintUnformatted(config), *buf = NULL;
     size_t len;
     fm_error err;
-    if (text) fm_sha256(text, strlen(text), mine.config);
+    if (!text) { /* a local failure: the others are already waiting in the exchange */
+        fail("out of memory");
+        fm_mpi_abort(&g_mpi, 1);
+        return 1;
+    }
+    fm_sha256(text, strlen(text), mine.config);
     free(text);
     if (ckpt_path) {
         snprintf(mine.path, sizeof mine.path, "%s", ckpt_path);
@@ -552,7 +557,7 @@ static int job_agree(const cJSON *config, const char *ckpt_path, int *resume) {
             free(buf);
         }
     }
-    if (!text || !(all = job_gather(&mine, sizeof mine))) return 1;
+    if (!(all = job_gather(&mine, sizeof mine))) return 1;
     size_t R = g_mpi.comm.n_ranks, have = 0;
     int rc = 0;
     for (size_t r = 0; r < R && !rc; r++) {
