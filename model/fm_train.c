@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fm_layers.h"
@@ -134,9 +135,17 @@ static int join(fm_pool *p, fm_comm *comm, fm_error *err) {
     return 0;
 }
 
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
 static void exchange(fm_pool *p, const void *send, void *recv, size_t n) {
     fm_comm *c = p->comm;
+    double t0 = now_s();
     c->allgather(c, send, recv, n);
+    c->seconds += now_s() - t0;
     c->n_exchanges++;
     c->bytes_sent += n;
     c->bytes_recv += n * (c->n_ranks - 1);

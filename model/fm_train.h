@@ -38,6 +38,7 @@ typedef struct fm_comm {
     uint64_t n_exchanges;  /* all-gathers made by pools */
     uint64_t bytes_sent;   /* by this process, summed over them */
     uint64_t bytes_recv;   /* from the other processes, likewise */
+    double seconds;        /* spent in them (waiting for the slowest process included) */
 } fm_comm;
 
 typedef struct fm_pool {

@@ -895,8 +895,8 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
     if (writer) unlink(ckpt_path); /* finished: the checkpoint has served its purpose */
     if (verbose && in_job()) {
         const fm_comm *cm = &g_mpi.comm;
-        printf("mpi: %llu exchanges; rank 0 sent %llu bytes and received %llu; per training step each process "
-               "sends %zu bytes and receives %zu\n", (unsigned long long)cm->n_exchanges,
+        printf("mpi: %llu exchanges in %.2f s; rank 0 sent %llu bytes and received %llu; per training step each "
+               "process sends %zu bytes and receives %zu\n", (unsigned long long)cm->n_exchanges, cm->seconds,
                (unsigned long long)cm->bytes_sent, (unsigned long long)cm->bytes_recv, pool.n_threads * pool.block,
                (cm->n_ranks - 1) * pool.n_threads * pool.block);
     }

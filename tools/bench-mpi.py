@@ -41,8 +41,8 @@ def run(train, ranks, threads, args, out):
         sys.exit("%s failed:\n%s" % (" ".join(cmd), (r.stdout + r.stderr)[-1500:]))
     h = json.load(open(out[: -len(".safetensors")] + ".history.json"))
     seconds = sum(e["train_seconds"] for e in h["history"])
-    m = re.search(r"each process sends (\d+) bytes and receives (\d+)", r.stdout)
-    return seconds, (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    m = re.search(r"exchanges in ([0-9.]+) s;.* each process sends (\d+) bytes and receives (\d+)", r.stdout)
+    return seconds, (float(m.group(1)), int(m.group(2)), int(m.group(3))) if m else (0.0, 0, 0)
 
 
 def main():
@@ -62,32 +62,37 @@ def main():
             "--seed", "1"]  # not --quiet: rank 0's last lines count the bytes
     cores = os.cpu_count() or 1
     secs = {l: [] for l in layouts}
+    waits = {l: [] for l in layouts}
     traffic = {}
+    load0 = os.getloadavg()[0]
     tmp = tempfile.mkdtemp(prefix="fmnist-bench-mpi-")
     try:
         for k in range(a.rounds):
             for l in layouts:
                 s, t = run(a.train, l[0], l[1], args, os.path.join(tmp, "%dx%d.safetensors" % l))
                 secs[l].append(s)
-                traffic[l] = t
+                waits[l].append(t[0])
+                traffic[l] = t[1:]
                 print("round %d  %dx%d  %.2f s" % (k + 1, l[0], l[1], s), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = statistics.median(secs[layouts[0]])
     batch_note = "default batch of %s" % a.model
-    print("| processes x threads | shards | train s/epoch (median) | per round | speed-up vs %dx%d | bytes sent / "
-          "received per step and process |" % layouts[0])
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| processes x threads | shards | train s/epoch (median) | per round | speed-up vs %dx%d | rank 0 s in "
+          "exchanges (median) | bytes sent / received per step and process |" % layouts[0])
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for l in layouts:
         med = statistics.median(secs[l])
         over = " (oversubscribed: %d processes x %d threads on %d cores)" % (l[0], l[1], cores) \
             if l[0] * l[1] > cores else ""
         sent, recv = traffic[l]
-        print("| %dx%d%s | %d | %.2f | %s | %.2f× | %s |" % (
+        print("| %dx%d%s | %d | %.2f | %s | %.2f× | %s | %s |" % (
             l[0], l[1], over, l[0] * l[1], med, " ".join("%.2f" % s for s in secs[l]), base / med,
+            "%.2f" % statistics.median(waits[l]) if l[0] > 1 else "—",
             "%d / %d" % (sent, recv) if l[0] > 1 else "—"))
-    print("\n%s, --limit %d (%d steps of the %s), %d rounds, %d cores" % (
-        a.model, a.limit, -(-a.limit // {"mlp2": 512, "mlp3": 128}.get(a.model, 64)), batch_note, a.rounds, cores))
+    print("\n%s, --limit %d (%d steps of the %s), %d rounds, %d cores; load average %.1f at the start, %.1f at the "
+          "end" % (a.model, a.limit, -(-a.limit // {"mlp2": 512, "mlp3": 128}.get(a.model, 64)), batch_note, a.rounds,
+                   cores, load0, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":
