@@ -1430,6 +1430,10 @@ static int cmd_train(int argc, char **argv) {
         fm_mpi_abort(&g_mpi, 1);
         return 1;
     }
+    /* from the start, not from the first batch: a SIGTERM while the data
+     * set loads (seconds on a busy machine) still ends in a checkpoint at
+     * the first batch boundary and exit 143, never the default death */
+    install_signals();
     int rc = train_main(argc, argv);
     if (rc && in_job() && !g_agreed) fm_mpi_abort(&g_mpi, rc); /* the others may wait in an exchange */
     fm_mpi_finish(&g_mpi);
