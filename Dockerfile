@@ -10,7 +10,9 @@
 # runtime stage holds the four runtime libraries, the two stripped binaries,
 # weights/*.safetensors (+ reports), static/ and the Fashion-MNIST *test* set
 # (t10k-*, 4.4 MB) that /v1/samples and the page's gallery read; never the
-# training set.  It runs as an unprivileged user (uid 10001).
+# training set.  It runs as an unprivileged user (uid 10001).  fmnist-train is
+# built without MPI here (the runtime stage has no Open MPI; it says so under
+# mpirun): deploy/k8s/train-mpijob.yaml names a separate training image.
 #
 # Configuration is by environment variable (every flag of `fmnist-serve
 # --help` has one: FMNIST_PORT, FMNIST_THREADS, FMNIST_MAX_BODY_BYTES, ...).
@@ -30,7 +32,7 @@ WORKDIR /src
 COPY tools/install-deps.sh tools/install-deps.sh
 RUN tools/install-deps.sh build && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN meson setup /build --buildtype=release -Dtests=disabled -Dserver=enabled \
+RUN meson setup /build --buildtype=release -Dtests=disabled -Dserver=enabled -Dmpi=disabled \
  && ninja -C /build server/fmnist-serve model/fmnist-train \
  && strip /build/server/fmnist-serve /build/model/fmnist-train \
  && /build/server/fmnist-serve --help >/dev/null \

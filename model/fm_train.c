@@ -1,15 +1,23 @@
 /* fm_train.c - the thread fan-out behind fm_pool_gradient and
- * fm_pool_evaluate.  Threads are started per call (a few tens of
- * microseconds, small beside a batch) and joined before returning, so the
- * pool holds no threads between calls and needs no locks. */
+ * fm_pool_evaluate, and in a job the exchange of the shards' results.
+ * Threads are started per call (a few tens of microseconds, small beside a
+ * batch) and joined before returning, so the pool holds no threads between
+ * calls and needs no locks.  In a job each process packs its shards'
+ * records (header, gradient, batch statistics) side by side, one all-gather
+ * gives every process every record, and each process sums them in shard
+ * order exactly as one process sums its threads'.  Left out: overlapping
+ * the exchange with the backward pass, and a cheaper reduction than the
+ * all-gather (the fixed order of additions is the point). */
 #include "fm_train.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fm_layers.h"
+#include "fm_ops.h"
 
 enum { EVAL_CHUNK = 256 };
 
@@ -18,9 +26,27 @@ size_t fm_cpu_count(void) {
     return n > 0 ? (size_t)n : 1;
 }
 
-static size_t slice_cap(const fm_pool *p) { return (p->max_batch + p->n_threads - 1) / p->n_threads; }
+static size_t slice_cap(const fm_pool *p) { return (p->max_batch + p->n_shards - 1) / p->n_shards; }
+
+/* One shard's record in a job starts with this (then the gradient
+ * [n_params] and the batch statistics [n_stat_floats]). */
+typedef struct shard_head {
+    double loss;
+    uint64_t correct, n;
+    int64_t stop;
+} shard_head;
+
+enum { HEAD_BYTES = 32 };
+_Static_assert(sizeof(shard_head) <= HEAD_BYTES, "shard header");
+
+static int join(fm_pool *p, fm_comm *comm, fm_error *err);
 
 int fm_pool_create(fm_pool *p, const fm_arch *a, size_t n_threads, size_t max_batch, fm_error *err) {
+    return fm_pool_create_job(p, a, n_threads, max_batch, NULL, err);
+}
+
+int fm_pool_create_job(fm_pool *p, const fm_arch *a, size_t n_threads, size_t max_batch, fm_comm *comm,
+                       fm_error *err) {
     memset(p, 0, sizeof *p);
     if (n_threads < 1 || n_threads > 256) return fm_seterr(err, "thread count must be in [1, 256]");
     if (max_batch < 1) return fm_seterr(err, "batch size must be at least 1");
@@ -28,6 +54,10 @@ int fm_pool_create(fm_pool *p, const fm_arch *a, size_t n_threads, size_t max_ba
     p->arch = a;
     p->n_threads = n_threads;
     p->max_batch = max_batch;
+    p->n_shards = n_threads;
+    if (comm && comm->n_ranks > 1 && join(p, comm, err)) return -1;
+    /* workspaces sized by the shard, not the thread: their chunking (and so
+     * the order of a convolution's weight-gradient sums) depends on it */
     size_t cap = slice_cap(p), in_size = (size_t)a->in_c * a->in_h * a->in_w;
     p->ws = calloc(n_threads, sizeof *p->ws);
     p->eval_ws = calloc(n_threads, sizeof *p->eval_ws);
@@ -49,10 +79,76 @@ int fm_pool_create(fm_pool *p, const fm_arch *a, size_t n_threads, size_t max_ba
         p->aug_tmp[t] = malloc(in_size * sizeof(float));
         if (!p->grads[t] || !p->x[t] || !p->y[t] || !p->aug_tmp[t]) goto oom;
     }
+    if (p->comm) {
+        p->send = malloc(n_threads * p->block);
+        p->recv = malloc(p->n_shards * p->block);
+        p->views = calloc(p->n_shards, sizeof *p->views);
+        p->eval_part = calloc(p->n_shards, sizeof *p->eval_part);
+        if (!p->send || !p->recv || !p->views || !p->eval_part) goto oom;
+        memset(p->send, 0, n_threads * p->block); /* the padding is sent too */
+        for (size_t s = 0; s < p->n_shards; s++) {
+            float *st = (float *)(p->recv + s * p->block + HEAD_BYTES) + a->n_params;
+            for (int i = 0; i < a->n_layers; i++) {
+                const fm_op *op = fm_op_of(a->layers[i].type);
+                if (!op->stat_floats) continue;
+                p->views[s].stats[i] = st;
+                st += op->stat_floats(&a->layers[i]);
+            }
+        }
+    }
     return 0;
 oom:
     fm_pool_destroy(p);
     return fm_seterr(err, "out of memory creating %zu training threads for batch %zu", n_threads, max_batch);
+}
+
+/* A job's layout: every process must run the same thread count (a
+ * default of "all cores" differs between machines). */
+static int join(fm_pool *p, fm_comm *comm, fm_error *err) {
+    size_t R = comm->n_ranks, T = p->n_threads;
+    uint64_t mine = T, *all = malloc(R * sizeof *all);
+    if (!all) return fm_seterr(err, "out of memory joining a job of %zu processes", R);
+    comm->allgather(comm, &mine, all, sizeof mine);
+    size_t odd = 0;
+    for (size_t r = 1; r < R; r++)
+        if (all[r] != all[0] && !odd) odd = r;
+    uint64_t t0 = all[0], to = all[odd];
+    free(all);
+    if (odd)
+        return fm_seterr(err, "the processes run different thread counts (rank 0: %llu, rank %zu: %llu; the default "
+                         "is every core of its machine): give them all the same --threads",
+                         (unsigned long long)t0, odd, (unsigned long long)to);
+    if (R * T > 256)
+        return fm_seterr(err, "%zu processes x %zu threads = %zu shards, more than 256", R, T, R * T);
+    if (R * T > p->max_batch)
+        return fm_seterr(err, "%zu processes x %zu threads = %zu shards, more than the %zu examples of a batch: use "
+                         "fewer threads or processes", R, T, R * T, p->max_batch);
+    const fm_arch *a = p->arch;
+    p->comm = comm;
+    p->n_shards = R * T;
+    p->shard0 = comm->rank * T;
+    for (int i = 0; i < a->n_layers; i++) {
+        const fm_op *op = fm_op_of(a->layers[i].type);
+        if (op->stat_floats) p->n_stat_floats += op->stat_floats(&a->layers[i]);
+    }
+    p->block = (HEAD_BYTES + (a->n_params + p->n_stat_floats) * sizeof(float) + 15) & ~(size_t)15;
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void exchange(fm_pool *p, const void *send, void *recv, size_t n) {
+    fm_comm *c = p->comm;
+    double t0 = now_s();
+    c->allgather(c, send, recv, n);
+    c->seconds += now_s() - t0;
+    c->n_exchanges++;
+    c->bytes_sent += n;
+    c->bytes_recv += n * (c->n_ranks - 1);
 }
 
 void fm_pool_destroy(fm_pool *p) {
@@ -70,12 +166,17 @@ void fm_pool_destroy(fm_pool *p) {
     free(p->x);
     free(p->y);
     free(p->aug_tmp);
+    free(p->send);
+    free(p->recv);
+    free(p->views);
+    free(p->eval_part);
     memset(p, 0, sizeof *p);
 }
 
 typedef struct job {
     fm_pool *p;
-    size_t t;
+    size_t t;             /* thread (its buffers) */
+    size_t s;             /* shard (its slice and dropout stream) */
     const float *params;
     const fm_dataset *ds;
     const uint32_t *idx;  /* gradient: examples of this slice */
@@ -111,7 +212,7 @@ static void *grad_job(void *arg) {
         }
     }
     fm_rng rng;
-    fm_rng_derive(&rng, j->seed, j->epoch, j->batch, j->t);
+    fm_rng_derive(&rng, j->seed, j->epoch, j->batch, j->s);
     fm_ws *ws = &p->ws[j->t];
     const float *logits = fm_forward(a, j->params, ws, p->x[j->t], j->n, 1, &rng);
     float *dlogits = ws->probs; /* [n, 10], free during backward */
@@ -137,17 +238,66 @@ static void fan_out(void *(*fn)(void *), job *jobs, size_t n) {
     }
 }
 
+/* g += x, the one way shard gradients are summed */
+static void add_into(float *g, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] += x[i];
+}
+
+/* A job's fm_pool_gradient after this process's threads: every shard's
+ * record to every process, then the sums in shard order (as below). */
+static double gather_gradient(fm_pool *p, const job *jobs, size_t *n_correct) {
+    const fm_arch *a = p->arch;
+    size_t T = p->n_threads, W = p->n_shards, np = a->n_params;
+    for (size_t t = 0; t < T; t++) {
+        unsigned char *b = p->send + t * p->block;
+        shard_head h = {.loss = jobs[t].loss, .correct = jobs[t].correct, .n = jobs[t].n, .stop = p->stop_signal};
+        memcpy(b, &h, sizeof h);
+        memcpy(b + HEAD_BYTES, p->grads[t], np * sizeof(float));
+        float *st = (float *)(b + HEAD_BYTES) + np;
+        for (int i = 0; i < a->n_layers; i++) {
+            const fm_op *op = fm_op_of(a->layers[i].type);
+            if (!op->stat_floats) continue;
+            size_t k = op->stat_floats(&a->layers[i]);
+            if (jobs[t].n) memcpy(st, p->ws[t].stats[i], k * sizeof(float));
+            st += k;
+        }
+    }
+    exchange(p, p->send, p->recv, T * p->block);
+    double loss = 0.0;
+    size_t correct = 0;
+    float *g0 = p->grads[0];
+    p->n_active = 0;
+    p->stop_signal = 0;
+    for (size_t s = 0; s < W; s++) {
+        const unsigned char *b = p->recv + s * p->block;
+        shard_head h;
+        memcpy(&h, b, sizeof h);
+        loss += h.loss;
+        correct += (size_t)h.correct;
+        p->n_active += h.n > 0;
+        if (!p->stop_signal) p->stop_signal = (int)h.stop;
+        const float *gs = (const float *)(b + HEAD_BYTES);
+        if (s == 0)
+            memcpy(g0, gs, np * sizeof(float));
+        else
+            add_into(g0, gs, np);
+    }
+    if (n_correct) *n_correct += correct;
+    return loss;
+}
+
 double fm_pool_gradient(fm_pool *p, const float *params, const fm_dataset *ds, const uint32_t *idx,
                         size_t n, uint64_t seed, uint64_t epoch, uint64_t batch, size_t *n_correct) {
     job jobs[256];
     size_t T = p->n_threads, cap = slice_cap(p);
     for (size_t t = 0; t < T; t++) {
-        size_t start = t * cap < n ? t * cap : n;
+        size_t s = p->shard0 + t, start = s * cap < n ? s * cap : n;
         size_t end = start + cap < n ? start + cap : n;
-        jobs[t] = (job){.p = p, .t = t, .params = params, .ds = ds, .idx = idx, .start = start,
+        jobs[t] = (job){.p = p, .t = t, .s = s, .params = params, .ds = ds, .idx = idx, .start = start,
                         .n = end - start, .batch_n = n, .seed = seed, .epoch = epoch, .batch = batch};
     }
     fan_out(grad_job, jobs, T);
+    if (p->comm) return gather_gradient(p, jobs, n_correct);
     p->n_active = 0;
     for (size_t t = 0; t < T; t++) p->n_active += jobs[t].n > 0;
     double loss = 0.0;
@@ -157,10 +307,7 @@ double fm_pool_gradient(fm_pool *p, const float *params, const fm_dataset *ds, c
     for (size_t t = 0; t < T; t++) {
         loss += jobs[t].loss;
         correct += jobs[t].correct;
-        if (t > 0) {
-            const float *gt = p->grads[t];
-            for (size_t i = 0; i < np; i++) g0[i] += gt[i];
-        }
+        if (t > 0) add_into(g0, p->grads[t], np);
     }
     if (n_correct) *n_correct += correct;
     return loss;
@@ -168,7 +315,7 @@ double fm_pool_gradient(fm_pool *p, const float *params, const fm_dataset *ds, c
 
 void fm_pool_update_stats(fm_pool *p, float *params) {
     fm_ws *ws[256];
-    for (size_t t = 0; t < p->n_active; t++) ws[t] = &p->ws[t];
+    for (size_t t = 0; t < p->n_active; t++) ws[t] = p->comm ? &p->views[t] : &p->ws[t];
     if (p->n_active) fm_update_stats(p->arch, params, ws, p->n_active);
 }
 
@@ -213,22 +360,26 @@ static void *eval_job(void *arg) {
 static void evaluate(fm_pool *p, const float *params, const fm_model *m, const fm_dataset *ds, fm_eval *out,
                      uint8_t *pred, float *probs) {
     job jobs[256];
-    fm_eval part[256];
-    size_t T = p->n_threads, per = (ds->n + T - 1) / T;
+    fm_eval part[256], *all = part;
+    size_t T = p->n_threads, W = p->n_shards, per = (ds->n + W - 1) / W;
     for (size_t t = 0; t < T; t++) {
-        size_t start = t * per < ds->n ? t * per : ds->n;
+        size_t s = p->shard0 + t, start = s * per < ds->n ? s * per : ds->n;
         size_t end = start + per < ds->n ? start + per : ds->n;
-        jobs[t] = (job){.p = p, .t = t, .params = params, .ds = ds, .start = start, .n = end - start,
+        jobs[t] = (job){.p = p, .t = t, .s = s, .params = params, .ds = ds, .start = start, .n = end - start,
                         .eval = &part[t], .pred = pred, .probs = probs, .model = m};
     }
     fan_out(eval_job, jobs, T);
+    if (p->comm) {
+        exchange(p, part, p->eval_part, T * sizeof *part);
+        all = p->eval_part;
+    }
     memset(out, 0, sizeof *out);
-    for (size_t t = 0; t < T; t++) {
-        out->loss += part[t].loss;
-        out->n += part[t].n;
-        out->n_correct += part[t].n_correct;
+    for (size_t s = 0; s < W; s++) {
+        out->loss += all[s].loss;
+        out->n += all[s].n;
+        out->n_correct += all[s].n_correct;
         for (int i = 0; i < FM_N_CLASSES; i++)
-            for (int k = 0; k < FM_N_CLASSES; k++) out->confusion[i][k] += part[t].confusion[i][k];
+            for (int k = 0; k < FM_N_CLASSES; k++) out->confusion[i][k] += all[s].confusion[i][k];
     }
     if (out->n) {
         out->loss /= (double)out->n;

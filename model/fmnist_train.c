@@ -9,7 +9,9 @@
  *
  * Training is deterministic for a seed and thread count; Ctrl-C / SIGTERM
  * write a checkpoint at the next batch boundary and --resume continues from
- * it with bit-identical results.  All output files are written atomically. */
+ * it with bit-identical results.  All output files are written atomically.
+ * Under mpirun, train is data-parallel (fm_mpi.h): the same for a seed and
+ * shard count (processes x threads), rank 0 alone writes files. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -28,8 +30,10 @@
 #include "fm_file.h"
 #include "fm_gemm.h"
 #include "fm_idx.h"
+#include "fm_mpi.h"
 #include "fm_optim.h"
 #include "fm_sched.h"
+#include "fm_sha256.h"
 #include "fm_st.h"
 #include "fm_train.h"
 
@@ -51,7 +55,7 @@ typedef struct cfg {
     const char *out;         /* NULL: weights/<model>.safetensors */
     const char *data;
     const char *checkpoint;  /* NULL: <out>.ckpt */
-    int resume;
+    int resume;              /* 1: --resume; 2: --resume-if-any (afresh when there is no checkpoint) */
     size_t limit;            /* use only the first N training examples (0: all) */
     int plateau_patience;    /* ReduceLROnPlateau, 0 = off */
     double plateau_factor;
@@ -111,6 +115,13 @@ static double cpu_s(void) {
 }
 
 static volatile sig_atomic_t g_stop = 0;
+
+/* The MPI job this process belongs to (a job of one outside mpirun), and
+ * whether the failure being returned was found by every process alike (then
+ * they all end normally; any other failure in a job ends it: fm_mpi_abort). */
+static fm_mpi g_mpi = {.comm = {.n_ranks = 1}};
+static int g_agreed;
+static int in_job(void) { return g_mpi.comm.n_ranks > 1; }
 static void on_signal(int sig) { g_stop = sig; }
 
 static void install_signals(void) {
@@ -126,7 +137,10 @@ static int fail(const char *fmt, ...) FM_PRINTF(1, 2);
 static int fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("fmnist-train: ", stderr);
+    if (in_job())
+        fprintf(stderr, "fmnist-train (rank %zu): ", g_mpi.comm.rank);
+    else
+        fputs("fmnist-train: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
@@ -220,6 +234,10 @@ static cJSON *config_json(const cfg *c, const fm_arch *a, size_t threads, size_t
     cJSON_AddNumberToObject(j, "min_lr", c->min_lr);
     cJSON_AddNumberToObject(j, "seed", (double)c->seed);
     cJSON_AddNumberToObject(j, "threads", (double)threads);
+    if (in_job()) { /* the layout; a resume needs the same shard count (ckpt_load) */
+        cJSON_AddNumberToObject(j, "ranks", (double)g_mpi.comm.n_ranks);
+        cJSON_AddNumberToObject(j, "shards", (double)(g_mpi.comm.n_ranks * threads));
+    }
     cJSON_AddNumberToObject(j, "train_examples", (double)n_train);
     cJSON_AddNumberToObject(j, "val_examples", (double)n_val);
     cJSON_AddNumberToObject(j, "limit", (double)c->limit);
@@ -292,6 +310,42 @@ static double jnum(const cJSON *j, const char *k) {
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
+/* A config with its layout (threads, ranks) replaced by the shard count
+ * alone, or without it (keep_shards 0): results depend on the shards only. */
+static cJSON *layout_free(const cJSON *config, int keep_shards) {
+    cJSON *j = cJSON_Duplicate(config, 1);
+    if (!j) return NULL;
+    double w = jnum(j, "shards");
+    if (!isfinite(w)) w = jnum(j, "threads");
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "threads");
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "ranks");
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "shards");
+    if (keep_shards) cJSON_AddNumberToObject(j, "shards", isfinite(w) ? w : 0);
+    return j;
+}
+
+/* 1 when a checkpoint's config cc is resumable under config: equal but for
+ * the layout, which may change when the shard count stays (why says it). */
+static int same_run(const cJSON *cc, const cJSON *config, char *why, size_t n_why) {
+    cJSON *a = layout_free(cc, 1), *b = layout_free(config, 1);
+    int same = a && b && cJSON_Compare(a, b, 1);
+    why[0] = '\0';
+    if (!same && a && b) {
+        cJSON *a0 = layout_free(cc, 0), *b0 = layout_free(config, 0);
+        double ranks_was = jnum(cc, "ranks"), ranks_now = jnum(config, "ranks");
+        if (a0 && b0 && cJSON_Compare(a0, b0, 1))
+            snprintf(why, n_why, "%g shards (%g processes x %g threads) wrote it, this run has %g (%g x %g); resume "
+                     "with processes x threads = %g", jnum(a, "shards"), isfinite(ranks_was) ? ranks_was : 1,
+                     jnum(cc, "threads"), jnum(b, "shards"), isfinite(ranks_now) ? ranks_now : 1,
+                     jnum(config, "threads"), jnum(a, "shards"));
+        cJSON_Delete(a0);
+        cJSON_Delete(b0);
+    }
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    return same;
+}
+
 /* Loads a checkpoint; the config it was written with must match cfg's. */
 static int ckpt_load(const char *path, const cJSON *config, run_state *s, fm_optim *o, float *params,
                      float *best, float *ema, size_t n, fm_error *err) {
@@ -317,7 +371,12 @@ static int ckpt_load(const char *path, const cJSON *config, run_state *s, fm_opt
         goto done;
     }
     const cJSON *cc = cJSON_GetObjectItemCaseSensitive(j, "config");
-    if (!cc || !cJSON_Compare(cc, config, 1)) {
+    char layout[300];
+    if (cc && !same_run(cc, config, layout, sizeof layout) && layout[0]) {
+        fm_seterr(err, "%s: checkpoint was written with a different layout: %s", path, layout);
+        goto done;
+    }
+    if (!cc || !same_run(cc, config, layout, sizeof layout)) {
         char *want = cJSON_PrintUnformatted(config), *have = cc ? cJSON_PrintUnformatted(cc) : NULL;
         fm_seterr(err, "%s: checkpoint was written with a different configuration; resume with the same flags "
                   "(checkpoint: %.200s; now: %.200s)", path, have ? have : "?", want ? want : "?");
@@ -418,6 +477,140 @@ typedef struct result {
 
 static cJSON *eval_json(const fm_eval *e, int per_class);
 
+/* ------------------------------------------------------------------- job */
+
+/* The first 8 bytes of a digest as hex, for messages. */
+static void hex8(const uint8_t *d, char out[17]) {
+    for (int i = 0; i < 8; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/* Every process's record, gathered (a local failure here ends the job). */
+static void *job_gather(const void *mine, size_t n) {
+    void *all = malloc(g_mpi.comm.n_ranks * n);
+    if (!all) {
+        fail("out of memory");
+        fm_mpi_abort(&g_mpi, 1);
+        return NULL;
+    }
+    g_mpi.comm.allgather(&g_mpi.comm, mine, all, n);
+    return all;
+}
+
+/* What each process of a job read: the SHA-256 of the data set's contents
+ * (train and test files as decoded) and where from.  ok 0: it could not. */
+typedef struct job_data {
+    uint8_t sha[32];
+    int32_t ok;
+    char dir[220];
+} job_data;
+
+/* 0 when every process of the job read the same data set; else every
+ * process says which differ and returns 1 (so does a failed load). */
+static int job_same_data(const data *d, int loaded, const char *dir) {
+    job_data mine = {.ok = loaded}, *all;
+    snprintf(mine.dir, sizeof mine.dir, "%s", dir);
+    if (loaded) {
+        const fm_dataset *sets[2] = {&d->all, &d->test};
+        fm_sha256_ctx h;
+        fm_sha256_init(&h);
+        for (int k = 0; k < 2; k++) {
+            uint64_t shape[3] = {sets[k]->n, sets[k]->rows, sets[k]->cols};
+            fm_sha256_update(&h, shape, sizeof shape);
+            if (sets[k]->n) {
+                fm_sha256_update(&h, sets[k]->pixels, sets[k]->n * sets[k]->rows * sets[k]->cols);
+                fm_sha256_update(&h, sets[k]->labels, sets[k]->n);
+            }
+        }
+        fm_sha256_final(&h, mine.sha);
+    }
+    if (!(all = job_gather(&mine, sizeof mine))) return 1;
+    int rc = 0;
+    for (size_t r = 0; r < g_mpi.comm.n_ranks && !rc; r++) {
+        char a[17], b[17];
+        if (!all[r].ok) {
+            rc = fail("rank %zu could not read its data set from %s (its message says why)", r, all[r].dir);
+        } else if (memcmp(all[r].sha, all[0].sha, 32) != 0) {
+            hex8(all[0].sha, a), hex8(all[r].sha, b);
+            rc = fail("the processes read different data sets: rank 0 read sha256 %s... from %s, rank %zu read "
+                      "%s... from %s; every process must read the same files (each from its own --data)", a,
+                      all[0].dir, r, b, all[r].dir);
+        }
+    }
+    free(all);
+    return rc;
+}
+
+/* What each process of a job starts from: the run's configuration and,
+ * on --resume, its checkpoint file. */
+typedef struct job_start {
+    uint8_t config[32]; /* SHA-256 of the configuration JSON (flags, layout, example counts) */
+    uint8_t ckpt[32];   /* SHA-256 of the checkpoint file */
+    int32_t has_ckpt;   /* 1 there is one, 0 none, -1 unreadable */
+    char path[220];
+} job_start;
+
+/* 0 when every process of the job runs the same configuration and, when
+ * ckpt_path (a resume), has the same checkpoint or none; *resume becomes 0
+ * for --resume-if-any when none has one.  Else every process says what
+ * differs and returns 1. */
+static int job_agree(const cJSON *config, const char *ckpt_path, int *resume) {
+    job_start mine = {.has_ckpt = 0}, *all;
+    char *text = cJSON_PrintUnformatted(config), *buf = NULL;
+    size_t len;
+    fm_error err;
+    if (!text) { /* a local failure: the others are already waiting in the exchange */
+        fail("out of memory");
+        fm_mpi_abort(&g_mpi, 1);
+        return 1;
+    }
+    fm_sha256(text, strlen(text), mine.config);
+    free(text);
+    if (ckpt_path) {
+        snprintf(mine.path, sizeof mine.path, "%s", ckpt_path);
+        if (access(ckpt_path, F_OK) == 0) {
+            mine.has_ckpt = fm_read_file(ckpt_path, (size_t)1 << 31, &buf, &len, &err) ? -1 : 1;
+            if (buf) fm_sha256(buf, len, mine.ckpt);
+            free(buf);
+        }
+    }
+    if (!(all = job_gather(&mine, sizeof mine))) return 1;
+    size_t R = g_mpi.comm.n_ranks, have = 0;
+    int rc = 0;
+    for (size_t r = 0; r < R && !rc; r++) {
+        char a[17], b[17];
+        have += all[r].has_ckpt == 1;
+        if (memcmp(all[r].config, all[0].config, 32) != 0)
+            rc = fail("rank %zu was started with other training flags than rank 0: every process needs the same "
+                      "flags (only --data, --out and --checkpoint may differ)", r);
+        else if (all[r].has_ckpt < 0)
+            rc = fail("rank %zu cannot read its checkpoint %s", r, all[r].path);
+        else if (all[r].has_ckpt && all[0].has_ckpt && memcmp(all[r].ckpt, all[0].ckpt, 32) != 0) {
+            hex8(all[0].ckpt, a), hex8(all[r].ckpt, b);
+            rc = fail("the processes' checkpoints differ: rank 0's %s (sha256 %s...), rank %zu's %s (%s...); every "
+                      "process must read the one rank 0 wrote", all[0].path, a, r, all[r].path, b);
+        }
+    }
+    if (!rc && ckpt_path && have > 0 && have < R) {
+        size_t with = 0, without = 0;
+        for (size_t r = 0; r < R; r++) {
+            if (all[r].has_ckpt) with = r;
+            else without = r;
+        }
+        rc = fail("rank %zu has a checkpoint (%s), rank %zu has none at %s: every process must read the one rank "
+                  "0 wrote (share its directory)", with, all[with].path, without, all[without].path);
+    }
+    if (!rc && ckpt_path && have == 0) {
+        if (*resume == 1)
+            rc = fail("--resume: no checkpoint at %s on any process (train without --resume to start afresh)",
+                      all[0].path);
+        else if (g_mpi.comm.rank == 0)
+            fprintf(stderr, "--resume-if-any: no checkpoint at %s: starting afresh\n", all[0].path);
+        *resume = 0;
+    }
+    free(all);
+    return rc;
+}
+
 /* Trains per c; on success writes weights, history and eval reports and fills r. */
 static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
     cfg c = *c0;
@@ -448,13 +641,15 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         fail("out of memory");
         goto done;
     }
-    if (fm_check_writable(out, &err)) {
+    int writer = g_mpi.comm.rank == 0; /* in a job rank 0 alone writes files */
+    if (writer && fm_check_writable(out, &err)) {
         fail("%s", err.msg);
         goto done;
     }
     if (c.batch > d->train.n) c.batch = d->train.n;
     size_t threads = c.threads ? c.threads : fm_cpu_count();
-    if (fm_model_init(&model, &arch, &err) || fm_pool_create(&pool, &arch, threads, c.batch, &err) ||
+    if (fm_model_init(&model, &arch, &err) ||
+        fm_pool_create_job(&pool, &arch, threads, c.batch, in_job() ? &g_mpi.comm : NULL, &err) ||
         fm_optim_create(&opt, (fm_opt_kind)c.opt, arch.n_params, (float)c.lr, (float)c.momentum, &err)) {
         fail("%s", err.msg);
         goto done;
@@ -483,6 +678,14 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
     s.best_epoch = -1;
     s.best_val_loss = INFINITY;
     s.lr = c.lr;
+    if (in_job() && job_agree(config, c.resume ? ckpt_path : NULL, &c.resume)) {
+        g_agreed = 1;
+        goto done;
+    }
+    if (c.resume == 2 && access(ckpt_path, F_OK) != 0) {
+        if (verbose) fprintf(stderr, "--resume-if-any: no checkpoint at %s: starting afresh\n", ckpt_path);
+        c.resume = 0;
+    }
     if (c.resume) {
         if (access(ckpt_path, F_OK) != 0) {
             fail("--resume: no checkpoint at %s (train without --resume to start afresh)", ckpt_path);
@@ -490,6 +693,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         }
         if (ckpt_load(ckpt_path, config, &s, &opt, model.params, best, ema, arch.n_params, &err)) {
             fail("%s", err.msg);
+            g_agreed = 1; /* in a job: the same bytes (job_agree) and flags, so the same refusal everywhere */
             goto done;
         }
         if (verbose)
@@ -500,6 +704,9 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
                 "%zu threads, gemm %s, seed %llu\n", arch.name, arch.n_params, d->train.n, d->val.n,
                 fm_optim_name((fm_opt_kind)c.opt), c.lr, c.momentum > 0 ? " momentum" : "", c.batch,
                 threads, fm_gemm_kernel_name(), (unsigned long long)c.seed);
+    if (verbose && in_job())
+        fprintf(stderr, "data-parallel under MPI: %zu processes x %zu threads = %zu shards; %zu bytes per shard "
+                "and step exchanged\n", g_mpi.comm.n_ranks, threads, pool.n_shards, pool.block);
     int tty = verbose && isatty(STDERR_FILENO);
     size_t nb_epoch = (d->train.n + c.batch - 1) / c.batch;
     fm_sched sched = {.kind = (fm_sched_kind)c.sched, .lr = c.lr, .min_lr = c.min_lr,
@@ -518,6 +725,7 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         double t0 = now_s() - s.epoch_elapsed, c0 = cpu_s() - s.epoch_cpu;
         for (; s.batch < nb_epoch; s.batch++) {
             size_t start = s.batch * c.batch, n = d->train.n - start < c.batch ? d->train.n - start : c.batch;
+            pool.stop_signal = (int)g_stop; /* in a job: the first rank's, so every rank stops at this batch */
             double l = fm_pool_gradient(&pool, model.params, &d->train, idx + start, n, c.seed,
                                         (uint64_t)s.epoch, s.batch, &s.run_correct);
             if (!isfinite(l)) {
@@ -538,20 +746,23 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
             }
             if (tty && (s.batch % 8 == 0 || s.batch + 1 == nb_epoch))
                 progress(tty, s.epoch + 1, c.epochs, s.batch + 1, nb_epoch, s.run_seen, t0, s.run_loss, s.run_correct);
-            if (g_stop) {
+            int stop_sig = pool.comm ? pool.stop_signal : (int)g_stop;
+            if (stop_sig) {
                 s.batch++;
                 s.epoch_elapsed = now_s() - t0;
                 s.epoch_cpu = cpu_s() - c0;
                 s.elapsed += 0;
                 if (tty) fputc('\n', stderr);
-                if (ckpt_save(ckpt_path, config, &s, &opt, model.params, best, ema, arch.n_params, &err)) {
+                if (!writer) {
+                } else if (ckpt_save(ckpt_path, config, &s, &opt, model.params, best, ema, arch.n_params, &err)) {
                     fail("interrupted, and the checkpoint could not be written: %s", err.msg);
                 } else {
                     fprintf(stderr, "fmnist-train: interrupted by %s at epoch %d, batch %zu/%zu; checkpoint "
                             "written to %s; continue with the same command plus --resume\n",
-                            g_stop == SIGINT ? "SIGINT" : "SIGTERM", s.epoch + 1, s.batch, nb_epoch, ckpt_path);
+                            stop_sig == SIGINT ? "SIGINT" : "SIGTERM", s.epoch + 1, s.batch, nb_epoch, ckpt_path);
                 }
-                rc = g_stop == SIGINT ? 130 : 143;
+                rc = stop_sig == SIGINT ? 130 : 143;
+                g_agreed = 1;
                 goto done;
             }
         }
@@ -613,9 +824,9 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
         /* checkpoint every epoch: a kill -9 loses at most the epoch in progress */
         run_state next = s;
         next.epoch = s.epoch + 1;
-        if (ckpt_save(ckpt_path, config, &next, &opt, model.params, best, ema, arch.n_params, &err))
+        if (writer && ckpt_save(ckpt_path, config, &next, &opt, model.params, best, ema, arch.n_params, &err))
             fprintf(stderr, "fmnist-train: warning: %s\n", err.msg);
-        {
+        if (writer) {
             cJSON *hd = cJSON_CreateObject();
             cJSON_AddItemToObject(hd, "config", cJSON_Duplicate(config, 1));
             cJSON_AddItemToObject(hd, "history", cJSON_Duplicate(s.history, 1));
@@ -691,18 +902,25 @@ static int run_train(const cfg *c0, const data *d, result *r, int verbose) {
     free(ts);
     free(ms);
     free(ds);
-    if (meta_fail || fm_st_save(&model, out, &err)) {
+    if (meta_fail || (writer && fm_st_save(&model, out, &err))) {
         fail("%s", err.msg[0] ? err.msg : "out of memory");
         goto done;
     }
-    if (r->has_test) {
+    if (r->has_test && writer) {
         cJSON *ej = eval_json(&r->test, 1);
         cJSON_AddStringToObject(ej, "weights", out);
         cJSON_AddStringToObject(ej, "split", "test");
         if (write_json(eval_path, ej, &err)) fprintf(stderr, "fmnist-train: warning: %s\n", err.msg);
         cJSON_Delete(ej);
     }
-    unlink(ckpt_path); /* finished: the checkpoint has served its purpose */
+    if (writer) unlink(ckpt_path); /* finished: the checkpoint has served its purpose */
+    if (verbose && in_job()) {
+        const fm_comm *cm = &g_mpi.comm;
+        printf("mpi: %llu exchanges in %.2f s; rank 0 sent %llu bytes and received %llu; per training step each "
+               "process sends %zu bytes and receives %zu\n", (unsigned long long)cm->n_exchanges, cm->seconds,
+               (unsigned long long)cm->bytes_sent, (unsigned long long)cm->bytes_recv, pool.n_threads * pool.block,
+               (cm->n_ranks - 1) * pool.n_threads * pool.block);
+    }
     if (verbose) {
         printf("best epoch %d of %d, %.1fs; train acc %.4f  val acc %.4f (loss %.4f)", r->best_epoch,
                r->epochs_run, r->seconds, r->train.accuracy, r->val.accuracy, r->val.loss);
@@ -986,7 +1204,10 @@ static void usage_train(FILE *f) {
             "                       test-set eval JSON are written beside it (MODEL.history.json, MODEL.eval.json)\n"
             "  --checkpoint FILE    checkpoint (default: beside --out, MODEL.ckpt), written every epoch and on\n"
             "                       Ctrl-C / SIGTERM; removed when training finishes\n"
-            "  --resume             continue from the checkpoint (same flags required)\n"
+            "  --resume             continue from the checkpoint (same flags required; the layout may change\n"
+            "                       if processes x threads stays: see README, Training across machines)\n"
+            "  --resume-if-any      --resume when the checkpoint exists, else start afresh (for jobs that are\n"
+            "                       restarted with one command line, such as deploy/k8s/train-mpijob.yaml)\n"
             "  --data DIR           data directory (default: $FMNIST_DATA or %s)\n"
             "  --quiet              no progress output\n"
             "  --no-test            do not evaluate on the test set at the end (for runs that choose a recipe:\n"
@@ -997,7 +1218,7 @@ static void usage_train(FILE *f) {
 enum { O_MODEL = 256, O_OPT, O_LR, O_MOM, O_BATCH, O_EPOCHS, O_PATIENCE, O_VAL, O_SEED, O_THREADS, O_OUT,
        O_DATA, O_CKPT, O_RESUME, O_LIMIT, O_PLATEAU, O_PFACTOR, O_MINLR, O_QUIET, O_HELP, O_GRIDOUT, O_MONITOR,
        O_SCHED, O_WARMUP, O_WD, O_NESTEROV, O_SMOOTH, O_EMA, O_CROP, O_FLIP, O_SCALE, O_ERASE, O_ERASE_AREA,
-       O_ERASE_RATIO, O_GAIN, O_GAMMA, O_BLUR, O_SHARPEN, O_NOTEST };
+       O_ERASE_RATIO, O_GAIN, O_GAMMA, O_BLUR, O_SHARPEN, O_NOTEST, O_RESUME_ANY };
 
 /* A fraction flag: a number in [lo, hi]. */
 static int frac_flag(const char *name, const char *arg, double lo, double hi, double *out) {
@@ -1029,7 +1250,7 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
         {"erase-area", required_argument, 0, O_ERASE_AREA}, {"erase-ratio", required_argument, 0, O_ERASE_RATIO},
         {"gain", required_argument, 0, O_GAIN}, {"gamma", required_argument, 0, O_GAMMA},
         {"blur", required_argument, 0, O_BLUR}, {"sharpen", required_argument, 0, O_SHARPEN},
-        {"no-test", no_argument, 0, O_NOTEST},
+        {"no-test", no_argument, 0, O_NOTEST},      {"resume-if-any", no_argument, 0, O_RESUME_ANY},
         {0, 0, 0, 0}};
     *c = (cfg){.model = "mlp2", .opt = -1, .lr = 0, .momentum = -1, .epochs = 100, .patience = 10,
                .val = FM_DEFAULT_N_VAL, .seed = 42, .plateau_factor = 0.5, .min_lr = 1e-6,
@@ -1166,6 +1387,7 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
         case O_DATA: c->data = optarg; break;
         case O_CKPT: c->checkpoint = optarg; break;
         case O_RESUME: c->resume = 1; break;
+        case O_RESUME_ANY: c->resume = 2; break;
         case O_QUIET: c->quiet = 1; break;
         case O_MONITOR:
             if (strcmp(optarg, "val_loss") == 0) c->monitor_acc = 0;
@@ -1197,20 +1419,45 @@ static int parse_train_flags(int argc, char **argv, cfg *c, const char **grid_ou
     return 0;
 }
 
-static int cmd_train(int argc, char **argv) {
+static int train_main(int argc, char **argv) {
     cfg c;
     int pr = parse_train_flags(argc, argv, &c, NULL);
     if (pr < 0) {
-        usage_train(stdout);
+        if (g_mpi.comm.rank == 0) usage_train(stdout);
         return 0;
     }
     if (pr) return pr;
     fm_error err;
     data d;
-    if (load_data(&d, fm_data_dir(c.data), c.val, c.limit, !c.no_test, &err)) return fail("%s", err.msg);
+    int loaded = load_data(&d, fm_data_dir(c.data), c.val, c.limit, !c.no_test, &err) == 0;
+    if (!loaded) fail("%s", err.msg);
+    if (in_job() && job_same_data(&d, loaded, fm_data_dir(c.data))) {
+        g_agreed = 1;
+        if (loaded) free_data(&d);
+        return 1;
+    }
+    if (!loaded) return 1;
     result r;
-    int rc = run_train(&c, &d, &r, !c.quiet);
+    int rc = run_train(&c, &d, &r, !c.quiet && g_mpi.comm.rank == 0);
     free_data(&d);
+    return rc;
+}
+
+/* train, as one process or as one of a job's (fm_mpi.h). */
+static int cmd_train(int argc, char **argv) {
+    fm_error err;
+    if (fm_mpi_start(&g_mpi, &argc, &argv, &err)) {
+        fail("%s", err.msg);
+        fm_mpi_abort(&g_mpi, 1);
+        return 1;
+    }
+    /* from the start, not from the first batch: a SIGTERM while the data
+     * set loads (seconds on a busy machine) still ends in a checkpoint at
+     * the first batch boundary and exit 143, never the default death */
+    install_signals();
+    int rc = train_main(argc, argv);
+    if (rc && in_job() && !g_agreed) fm_mpi_abort(&g_mpi, rc); /* the others may wait in an exchange */
+    fm_mpi_finish(&g_mpi);
     return rc;
 }
 
@@ -2241,8 +2488,15 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-        printf("fmnist-train %s (gemm kernel: %s)\n", FM_VERSION, fm_gemm_kernel_name());
+        char mpi[200];
+        fm_mpi_describe(mpi, sizeof mpi);
+        printf("fmnist-train %s (gemm kernel: %s)\n%s\n", FM_VERSION, fm_gemm_kernel_name(), mpi);
         return 0;
+    }
+    if (fm_mpi_launched() > 1 && strcmp(cmd, "train") != 0) {
+        fprintf(stderr, "fmnist-train: %s runs as one process, not under mpirun with %zu; only train is "
+                "data-parallel (mpirun -np N fmnist-train train ...)\n", cmd, fm_mpi_launched());
+        return 2;
     }
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "grid") == 0) return cmd_grid(argc - 1, argv + 1);

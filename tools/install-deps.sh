@@ -4,9 +4,11 @@
 #
 #   tools/install-deps.sh [build] [runtime] [test] [bench] [data] [ood]
 #
-#   build    compilers, meson, headers (default when no group is named)
+#   build    compilers, meson, headers, Open MPI (mpirun and its headers, for
+#            fmnist-train's data-parallel training; default when no group is named)
 #   runtime  shared libraries fmnist-serve needs at run time
 #   test     build + clang, sanitizer runtimes, curl, nginx, chromium, wrk,
+#            openmpi-bin (tests/integration/test_mpi.py runs mpirun on loopback),
 #            valgrind, python3-yaml and python3-pil (manifest checks),
 #            node/npm when absent (the whole test suite)
 #   bench    python3-torch and friends for docs/BENCHMARKS.md
@@ -24,9 +26,9 @@ groups="$*"
 pkgs=""
 for g in $groups; do
     case "$g" in
-    build) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist" ;;
+    build) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist openmpi-bin libopenmpi-dev" ;;
     runtime) pkgs="$pkgs zlib1g libcjson1 libpng16-16 libmicrohttpd12 ca-certificates" ;;
-    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist clang libclang-rt-14-dev curl python3 python3-yaml python3-pil nginx chromium wrk valgrind"
+    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist openmpi-bin libopenmpi-dev clang libclang-rt-14-dev curl python3 python3-yaml python3-pil nginx chromium wrk valgrind"
         command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
         command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
     bench) pkgs="$pkgs python3 python3-torch python3-numpy libopenblas0-pthread python3-fastapi uvicorn python3-httptools python3-uvloop python3-pil wrk" ;;
