@@ -496,6 +496,14 @@ static void *job_gather(const void *mine, size_t n) {
     return all;
 }
 
+/* Waits until every process got here: a refusal that every process prints
+ * passes through this before any of them exits, since mpirun stops the
+ * others as soon as one exits non-zero, often before their message was out. */
+static void job_barrier(void) {
+    char one = 1;
+    free(job_gather(&one, 1));
+}
+
 /* What each process of a job read: the SHA-256 of the data set's contents
  * (train and test files as decoded) and where from.  ok 0: it could not. */
 typedef struct job_data {
@@ -537,6 +545,7 @@ static int job_same_data(const data *d, int loaded, const char *dir) {
         }
     }
     free(all);
+    if (rc) job_barrier();
     return rc;
 }
 
@@ -608,6 +617,7 @@ static int job_agree(const cJSON *config, const char *ckpt_path, int *resume) {
         *resume = 0;
     }
     free(all);
+    if (rc) job_barrier();
     return rc;
 }
 

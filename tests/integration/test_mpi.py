@@ -50,8 +50,9 @@ ARCH = {"name": "tiny-mpi", "input": [1, 28, 28], "layers": [
     {"type": "batchnorm2d"}, {"type": "relu"}, {"type": "maxpool2d", "kernel": 2},
     {"type": "flatten"}, {"type": "dropout", "p": 0.2}, {"type": "linear", "out": 32},
     {"type": "batchnorm1d"}, {"type": "relu"}, {"type": "linear", "out": 10}]}
-# Long enough to be interrupted after the first epoch's checkpoint
 EPOCHS = "6"
+# The SIGTERM test's runs: long enough to be interrupted after the first epoch's checkpoint
+EPOCHS_LONG = "80"
 # batch 60 over 4 shards, 1000 examples: a last batch of 40 leaves shard 3 empty
 FLAGS = ["--limit", "1000", "--val", "256", "--batch", "60", "--no-test", "--seed", "9", "--quiet",
          "--crop", "1", "--flip", "0.5"]
@@ -192,9 +193,15 @@ def test_rank_death_resume(tmp, model, ref):
     expect(not os.path.exists(ckpt), "checkpoint left behind after the resumed run finished")
 
 
-def test_sigterm_layout_resume(tmp, model, ref):
+def test_sigterm_layout_resume(tmp, model):
+    # Long enough that SIGTERM, sent once the first epoch's checkpoint exists,
+    # arrives before the run ends (six epochs of this net take ~0.3 s, less
+    # than mpirun takes to forward the signal); its own uninterrupted reference
     out, ckpt = os.path.join(tmp, "s.safetensors"), os.path.join(tmp, "s.ckpt")
-    args = ["--model", model, *FLAGS, "--epochs", EPOCHS, "--out", out]
+    ref = os.path.join(tmp, "s-ref.safetensors")
+    ok(train("--model", model, *FLAGS, "--epochs", EPOCHS_LONG, "--out", ref, "--threads", "2"),
+       "the uninterrupted --threads 2 reference")
+    args = ["--model", model, *FLAGS, "--epochs", EPOCHS_LONG, "--out", out]
     p = mpirun_bg(2, TRAIN, "train", *args, "--threads", "1")
     expect(wait_for(ckpt, p), "no checkpoint after the first epoch")
     p.send_signal(signal.SIGTERM)
@@ -249,9 +256,10 @@ def test_data_mismatch(tmp, model):
                "--threads", "1", "--out", out)
     log = r.stdout + r.stderr
     expect(r.returncode != 0, "different data sets were accepted")
-    for rank in (0, 1):
-        expect("(rank %d): the processes read different data sets" % rank in log,
-               "rank %d did not refuse the data: %s" % (rank, log[-800:]))
+    # Every rank refuses, but mpirun stops the job when the first exits and may
+    # drop the others' last output in transit: one refusal must get through
+    expect(any("(rank %d): the processes read different data sets" % rank in log for rank in (0, 1)),
+           "no rank refused the data: %s" % log[-800:])
     expect(alt in log and DATA_DIR in log, "the message does not say where each read from: %s" % log[-500:])
     expect("MPI_ABORT" not in log, "a refusal every rank agrees on should end normally: %s" % log[-500:])
     expect(not os.path.exists(out) and time.time() - t0 < 60, "the refused job trained")
@@ -331,7 +339,7 @@ def main():
         ref = os.path.join(tmp, "ref2.safetensors")
         if t.run("two_ranks_equal_two_threads", test_two_ranks_equal_two_threads, tmp, model):
             t.run("rank_death_resume", test_rank_death_resume, tmp, model, ref)
-            t.run("sigterm_layout_resume", test_sigterm_layout_resume, tmp, model, ref)
+            t.run("sigterm_layout_resume", test_sigterm_layout_resume, tmp, model)
         t.run("four_shards", test_four_shards, tmp, model)
         t.run("data_mismatch", test_data_mismatch, tmp, model)
         t.run("flag_mismatch", test_flag_mismatch, tmp, model)
