@@ -1019,9 +1019,9 @@ static int cmd_eval(int argc, char **argv) {
     static const struct option opts[] = {{"json", no_argument, 0, 'j'},       {"data", required_argument, 0, 'd'},
                                          {"threads", required_argument, 0, 't'}, {"out", required_argument, 0, 'o'},
                                          {"predictions", required_argument, 0, 'p'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         {"probabilities", required_argument, 0, 'P'}, {0, 0, 0, 0}};
     int json = 0;
-    const char *data_dir = NULL, *out = NULL, *pred_path = NULL;
+    const char *data_dir = NULL, *out = NULL, *pred_path = NULL, *prob_path = NULL;
     uint64_t threads = 0;
     int ch;
     optind = 1;
@@ -1031,17 +1031,20 @@ static int cmd_eval(int argc, char **argv) {
         case 'd': data_dir = optarg; break;
         case 'o': out = optarg; break;
         case 'p': pred_path = optarg; break;
+        case 'P': prob_path = optarg; break;
         case 't':
             if (parse_u64(optarg, &threads) || threads < 1 || threads > 256) return fail("--threads: expected 1..256, got '%s'", optarg);
             break;
         case 'h':
             printf("usage: fmnist-train eval FILE.safetensors [--json] [--out FILE.json] [--predictions FILE.csv]\n"
-                   "                        [--data DIR] [--threads N]\n\n"
+                   "                        [--probabilities FILE.csv] [--data DIR] [--threads N]\n\n"
                    "Evaluates a weight file on the 10,000 Fashion-MNIST test images: loss, accuracy,\n"
                    "confusion matrix, per-class precision/recall/F1.\n"
                    "  --json             print JSON instead of text\n"
                    "  --out FILE         also write the JSON report to FILE (atomically)\n"
                    "  --predictions FILE write index,true,predicted,confidence per test image (CSV)\n"
+                   "  --probabilities FILE  write index and the ten served probabilities per test image\n"
+                   "                     (CSV, 9 significant digits; tools/check-torch.py compares them)\n"
                    "  --data DIR         data directory (default: $FMNIST_DATA or %s)\n"
                    "  --threads N        threads (default: all %zu cores)\n", FM_DEFAULT_DATA_DIR, fm_cpu_count());
             return 0;
@@ -1104,6 +1107,26 @@ static int cmd_eval(int argc, char **argv) {
                                         (double)probs[i * FM_N_CLASSES + pred[i]]);
             fm_chunk c1 = {csv, len};
             if (fm_write_atomic(pred_path, &c1, 1, &err)) rc = fail("%s", err.msg);
+            free(csv);
+        }
+    }
+    if (prob_path) {
+        size_t cap = test.n * (8 + FM_N_CLASSES * 17) + 128, len = 0;
+        char *csv = malloc(cap);
+        if (!csv) {
+            rc = fail("out of memory");
+        } else {
+            len += (size_t)snprintf(csv, cap, "index");
+            for (int k = 0; k < FM_N_CLASSES; k++) len += (size_t)snprintf(csv + len, cap - len, ",p%d", k);
+            len += (size_t)snprintf(csv + len, cap - len, "\n");
+            for (size_t i = 0; i < test.n; i++) {
+                len += (size_t)snprintf(csv + len, cap - len, "%zu", i);
+                for (int k = 0; k < FM_N_CLASSES; k++)
+                    len += (size_t)snprintf(csv + len, cap - len, ",%.9g", (double)probs[i * FM_N_CLASSES + k]);
+                len += (size_t)snprintf(csv + len, cap - len, "\n");
+            }
+            fm_chunk c1 = {csv, len};
+            if (fm_write_atomic(prob_path, &c1, 1, &err)) rc = fail("%s", err.msg);
             free(csv);
         }
     }

@@ -10,6 +10,7 @@
 #   test     build + clang, sanitizer runtimes, curl, nginx, chromium, wrk,
 #            openmpi-bin (tests/integration/test_mpi.py runs mpirun on loopback),
 #            valgrind, python3-yaml and python3-pil (manifest checks),
+#            python3-torch (files we train, checked in PyTorch),
 #            node/npm when absent (the whole test suite)
 #   bench    python3-torch and friends for docs/BENCHMARKS.md
 #   data     the Fashion-MNIST data set (part of build and test)
@@ -28,7 +29,7 @@ for g in $groups; do
     case "$g" in
     build) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist openmpi-bin libopenmpi-dev" ;;
     runtime) pkgs="$pkgs zlib1g libcjson1 libpng16-16 libmicrohttpd12 ca-certificates" ;;
-    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist openmpi-bin libopenmpi-dev clang libclang-rt-14-dev curl python3 python3-yaml python3-pil nginx chromium wrk valgrind"
+    test) pkgs="$pkgs gcc meson ninja-build pkg-config zlib1g-dev libcjson-dev libpng-dev libstb-dev libmicrohttpd-dev check dataset-fashion-mnist openmpi-bin libopenmpi-dev clang libclang-rt-14-dev curl python3 python3-yaml python3-pil python3-torch nginx chromium wrk valgrind"
         command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
         command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm" ;;
     bench) pkgs="$pkgs python3 python3-torch python3-numpy libopenblas0-pthread python3-fastapi uvicorn python3-httptools python3-uvloop python3-pil wrk" ;;
